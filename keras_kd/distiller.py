@@ -1,0 +1,316 @@
+"""`Distiller`: trains a student from a frozen teacher with Hinton's distillation loss."""
+
+import keras
+from keras import ops
+
+from keras_kd import _teacher
+from keras_kd import _validation
+from keras_kd import losses
+
+# Key under which `y` carries precomputed teacher logits, e.g. from
+# `keras_kd.cache_teacher_logits`: `y = {LABELS: labels, TEACHER_LOGITS: logits}`.
+LABELS = "labels"
+TEACHER_LOGITS = "teacher_logits"
+
+# Logged during `fit` only; `evaluate` runs no teacher, so it reports the student's own
+# compiled loss and metrics, exactly as `student.evaluate` does.
+_TRAINING_ONLY_LOGS = ("student_loss", "distillation_loss")
+
+# Hard-label losses that Keras resolves with from_logits=False: they would silently
+# treat the student's logits as probabilities.
+_PROBABILITY_LOSS_NAMES = {
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "binary_crossentropy",
+    "categorical_focal_crossentropy",
+    "binary_focal_crossentropy",
+    "kl_divergence",
+    "kld",
+    "kullback_leibler_divergence",
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class Distiller(keras.Model):
+    """A `keras.Model` that distils a frozen teacher into a student.
+
+    Training minimises (Hinton et al. 2015)
+
+        L = (1 - alpha) * H(y, softmax(z_s)) + alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+
+    where `H` is the hard-label loss given to `compile(loss=...)`, `z_t` and `z_s` are
+    the teacher's and student's logits and `T` is the temperature. **`alpha` weights
+    the distillation term** (Hinton's convention and the seed formula); some libraries,
+    `keras.distillation` and the keras.io example among them, use alpha for the
+    *hard* term instead. `alpha=0.9` means 90 % soft targets, 10 % hard labels.
+
+    What it guarantees:
+
+    - The teacher is frozen at construction (`trainable=False`), always called with
+      `training=False`, outside the gradient; its weights never change.
+    - `evaluate()` and `predict()` run only the student: `distiller.evaluate(x, y)`
+      equals `distiller.student.evaluate(x, y)` under the same `compile` settings.
+    - `sample_weight` and `class_weight` weight both terms; reductions are Keras'
+      own, so the loss is correct on several replicas under `tf.distribute`.
+    - The softmaxes and the KL are computed in float32 from `log_softmax`, with no
+      clipping, so `mixed_float16` and extreme logits train; the loss is scaled by the
+      optimizer's loss scale.
+    - Logs: `loss` (the total), `student_loss` (the hard term, unweighted) and
+      `distillation_loss` (the `T^2 KL` term, unweighted), during training.
+
+    Teachers and students must output logits. A Sequential/Functional teacher that
+    ends in a softmax is converted exactly (`log p` has the same tempered softmax as
+    the logits); a student ending in a softmax is rejected, since its logits are what
+    is trained. `compile(loss=...)` must then take logits: a loss configured with
+    `from_logits=False` is rejected.
+
+    Args:
+        teacher: a `keras.Model`, or a list of them: an ensemble whose tempered
+            softmaxes are averaged (Hinton et al. 2015).
+        student: the `keras.Model` to train.
+        temperature: T, a finite float > 0, default 4.0.
+        alpha: weight of the distillation term in [0, 1], default 0.9.
+        name: the model's name.
+
+    Example:
+        >>> distiller = Distiller(teacher=teacher, student=student, temperature=4.0, alpha=0.9)
+        >>> distiller.compile(
+        ...     optimizer="adam",
+        ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...     metrics=["accuracy"],
+        ... )
+        >>> distiller.fit(x_train, y_train, epochs=3)
+        >>> distiller.student.save("student.keras")  # ship the student alone
+
+    Precomputed teacher logits (offline distillation) skip the teacher forward:
+    pass `y = {"labels": labels, "teacher_logits": logits}` to `fit`, as
+    `keras_kd.cache_teacher_logits` does.
+
+    References:
+        Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015.
+    """
+
+    def __init__(self, teacher, student, temperature=4.0, alpha=0.9, name="distiller", **kwargs):
+        super().__init__(name=name, **kwargs)
+        teachers = _teacher.as_teacher_list(teacher)
+        if not isinstance(student, keras.Model):
+            raise ValueError(
+                f"`student` must be a keras.Model, got {student!r} of type "
+                f"{type(student).__name__}."
+            )
+        self.temperature = _validation.check_temperature(temperature)
+        self.alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
+        _teacher.check_compatible(teachers, student)
+        self._teacher_is_ensemble = isinstance(teacher, (list, tuple))
+        self.teachers = [_teacher.freeze(model) for model in teachers]
+        self.student = student
+        self._distillation_loss = losses.DistillationLoss(temperature=self.temperature)
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        if getattr(student, "built", False):
+            self.built = True
+
+    @property
+    def teacher(self):
+        """The teacher as given: one model, or the list of an ensemble."""
+        return list(self.teachers) if self._teacher_is_ensemble else self.teachers[0]
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def build(self, input_shape):
+        self.student.build(input_shape)
+        for model in self.teachers:
+            model.build(input_shape)
+        self.built = True
+
+    # `compile` is Keras' own (overriding it would stop `load_model` from re-compiling);
+    # Keras' compile assigns `self.loss`, so the hard-label loss is checked here.
+    @property
+    def loss(self):
+        """The hard-label loss given to `compile`, applied to the student's logits."""
+        return self._hard_loss
+
+    @loss.setter
+    def loss(self, loss):
+        # Keras' Trainer.__init__ sets `loss = None` before `alpha` exists.
+        alpha = getattr(self, "alpha", None)
+        if alpha is not None:
+            _check_hard_loss(loss, alpha)
+        self._hard_loss = loss
+
+    # --- the objective: one place, every backend ----------------------------------
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The distillation objective while training; the student's own loss otherwise.
+
+        This is the backend-neutral path (JAX and PyTorch use Keras' own train step,
+        which calls it); the TensorFlow `train_step` calls the same
+        `_distillation_objective`.
+        """
+        labels, teacher_logits = split_targets(y)
+        if not training:
+            return self._student_loss(labels, y_pred, sample_weight) + self._regularization()
+        if teacher_logits is None:
+            teacher_logits = _teacher.teacher_logits(self.teachers, x, self.temperature)
+        return self._distillation_objective(labels, y_pred, teacher_logits, sample_weight)
+
+    def _distillation_objective(self, labels, student_logits, teacher_logits, sample_weight):
+        """`(1 - alpha) * hard + alpha * T^2 KL + regularization`, updating the trackers."""
+        if teacher_logits.shape[-1] != student_logits.shape[-1]:
+            raise ValueError(
+                f"Teacher logits of shape {tuple(teacher_logits.shape)} do not match the "
+                f"student's output shape {tuple(student_logits.shape)}."
+            )
+        soft = self._distillation_loss(teacher_logits, student_logits, sample_weight)
+        total = self.alpha * soft + self._regularization()
+        batch_size = ops.shape(student_logits)[0]
+        if self.alpha < 1.0:
+            hard = self._student_loss(labels, student_logits, sample_weight)
+            total = total + (1.0 - self.alpha) * hard
+            self.student_loss_tracker.update_state(_unscale(hard), sample_weight=batch_size)
+        self.distillation_loss_tracker.update_state(_unscale(soft), sample_weight=batch_size)
+        return total
+
+    def _student_loss(self, labels, student_logits, sample_weight):
+        if self._compile_loss is None:
+            return ops.zeros((), dtype="float32")
+        if labels is None:
+            raise ValueError(
+                "The Distiller needs labels for its hard-label loss (alpha < 1); got y=None. "
+                "Pass labels, or use alpha=1.0 with compile(loss=None) for soft targets only."
+            )
+        return ops.cast(self._compile_loss(labels, student_logits, sample_weight), "float32")
+
+    def _regularization(self):
+        # The student's own losses only: a teacher's activity regularizers must not
+        # leak into the student's objective or its logged loss.
+        student_losses = self.student.losses
+        if not student_losses:
+            return ops.zeros((), dtype="float32")
+        return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        labels, _ = split_targets(y)
+        return super().compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
+
+    # --- TensorFlow: the train step the design card asks for ----------------------
+
+    if keras.backend.backend() == "tensorflow":
+
+        def train_step(self, data):
+            """One step: teacher forward outside the tape, gradients for the student only."""
+            import tensorflow as tf
+
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            labels, teacher_logits = split_targets(y)
+            if teacher_logits is None:
+                teacher_logits = _teacher.teacher_logits(self.teachers, x, self.temperature)
+            with tf.GradientTape() as tape:
+                student_logits = self(x, training=True)
+                loss = self._distillation_objective(
+                    labels, student_logits, teacher_logits, sample_weight
+                )
+                self._loss_tracker.update_state(
+                    _unscale(loss), sample_weight=tf.shape(student_logits)[0]
+                )
+                scaled_loss = self.optimizer.scale_loss(loss)
+            trainable_weights = self.trainable_weights
+            gradients = tape.gradient(scaled_loss, trainable_weights)
+            self.optimizer.apply_gradients(zip(gradients, trainable_weights))
+            return self.compute_metrics(x, labels, student_logits, sample_weight=sample_weight)
+
+    def test_step(self, *args, **kwargs):
+        # JAX's test_step returns (logs, state); the other backends return logs.
+        result = super().test_step(*args, **kwargs)
+        if isinstance(result, tuple):
+            logs, state = result
+            return _without_training_only_logs(logs), state
+        return _without_training_only_logs(result)
+
+    # --- serialization ------------------------------------------------------------
+
+    def get_config(self):
+        teachers = [_serialize_model(model) for model in self.teachers]
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "teacher": teachers if self._teacher_is_ensemble else teachers[0],
+            "student": _serialize_model(self.student),
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        teacher = config.pop("teacher")
+        if isinstance(teacher, list):
+            teacher = [keras.saving.deserialize_keras_object(t, custom_objects) for t in teacher]
+        else:
+            teacher = keras.saving.deserialize_keras_object(teacher, custom_objects)
+        student = keras.saving.deserialize_keras_object(config.pop("student"), custom_objects)
+        return cls(teacher=teacher, student=student, **config)
+
+
+def _serialize_model(model):
+    # The Distiller's own compile settings are what a reloaded Distiller trains with;
+    # the sub-models' compile states (a trained teacher's optimizer) are dropped.
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    return config
+
+
+def split_targets(y):
+    """Splits `y` into (labels, teacher logits or None).
+
+    `y` is either plain labels, or `{"labels": ..., "teacher_logits": ...}` as made by
+    `keras_kd.cache_teacher_logits` (labels may then be absent for soft-only training).
+    """
+    if isinstance(y, dict) and TEACHER_LOGITS in y:
+        return y.get(LABELS), ops.cast(y[TEACHER_LOGITS], "float32")
+    return y, None
+
+
+def _unscale(loss):
+    # Keras' reductions divide by the replica count under tf.distribute so that the
+    # replicas' gradients sum to the global mean; logged values undo it, as Keras'
+    # own loss tracker does.
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if num_replicas > 1:
+            return loss * float(num_replicas)
+    return loss
+
+
+def _without_training_only_logs(logs):
+    return {key: value for key, value in logs.items() if key not in _TRAINING_ONLY_LOGS}
+
+
+def _check_hard_loss(loss, alpha):
+    if loss is None:
+        if alpha < 1.0:
+            raise ValueError(
+                f"Distiller.compile needs `loss`, the hard-label loss weighted by "
+                f"(1 - alpha) = {1.0 - alpha:g}; got loss=None. Use e.g. "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True), or "
+                "alpha=1.0 to train on soft targets only."
+            )
+        return
+    if isinstance(loss, (list, tuple, dict)):
+        raise ValueError(
+            f"The Distiller trains single-output students: `loss` must be one loss, got {loss!r}."
+        )
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", None)
+    takes_probabilities = name in _PROBABILITY_LOSS_NAMES
+    if isinstance(loss, keras.losses.Loss):
+        takes_probabilities = loss.get_config().get("from_logits") is False
+    if takes_probabilities:
+        raise ValueError(
+            f"The Distiller's predictions are the student's logits, but `loss`={loss!r} "
+            "expects probabilities (from_logits=False). Use a logits loss, e.g. "
+            "keras.losses.SparseCategoricalCrossentropy(from_logits=True) or "
+            "keras_kd.LabelSmoothingLoss(0.1, from_logits=True)."
+        )
