@@ -4,8 +4,14 @@ Sparse or one-hot is decided from static shapes, never guessed from values: labe
 whose rank equals the predictions' rank and whose last axis has K entries are one-hot
 (or soft) targets; labels of rank one less, or with a trailing axis of 1, are class
 indices.
+
+Integer labels out of range are caught where their values are known without tracing
+(eager calls, NumPy arrays): `one_hot` would silently turn them into all-zero rows.
+Inside a compiled `fit` they are not checked, which would cost a device sync per step.
 """
 
+import keras
+import numpy as np
 from keras import ops
 
 
@@ -19,8 +25,10 @@ def is_sparse(labels, predictions):
     prediction_shape = tuple(predictions.shape)
     num_classes = prediction_shape[-1]
     if len(label_shape) == len(prediction_shape) - 1:
+        _check_same_examples(label_shape, prediction_shape)
         return True
     if len(label_shape) == len(prediction_shape):
+        _check_same_examples(label_shape[:-1], prediction_shape)
         if label_shape[-1] == 1 and num_classes != 1:
             return True
         if label_shape[-1] is None or num_classes is None or label_shape[-1] == num_classes:
@@ -41,16 +49,63 @@ def to_one_hot(labels, predictions, dtype="float32"):
     """Returns labels as (..., K) targets of `dtype`, from indices or one-hot input."""
     num_classes = predictions.shape[-1]
     if is_sparse(labels, predictions):
-        if len(labels.shape) == len(predictions.shape):
-            labels = ops.squeeze(labels, axis=-1)
-        return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype=dtype)
+        return ops.one_hot(_class_indices(labels, predictions), num_classes, dtype=dtype)
     return ops.cast(labels, dtype)
 
 
 def to_indices(labels, predictions):
     """Returns labels as int32 class indices of shape (...,)."""
     if is_sparse(labels, predictions):
-        if len(labels.shape) == len(predictions.shape):
-            labels = ops.squeeze(labels, axis=-1)
-        return ops.cast(labels, "int32")
+        return _class_indices(labels, predictions)
     return ops.cast(ops.argmax(labels, axis=-1), "int32")
+
+
+def _class_indices(sparse_labels, predictions):
+    """Sparse labels as int32 indices of shape (...,), range-checked when eager."""
+    if len(sparse_labels.shape) == len(predictions.shape):
+        sparse_labels = ops.squeeze(sparse_labels, axis=-1)
+    _check_class_range(sparse_labels, predictions.shape[-1])
+    return ops.cast(sparse_labels, "int32")
+
+
+def _check_same_examples(example_shape, prediction_shape):
+    """Raises when labels and predictions have different known batch (example) sizes."""
+    if any(
+        a is not None and b is not None and a != b
+        for a, b in zip(example_shape, prediction_shape[:-1])
+    ):
+        raise ValueError(
+            f"`y_true` and `y_pred` must hold the same number of examples: got labels "
+            f"for examples of shape {tuple(example_shape)} and predictions of shape "
+            f"{tuple(prediction_shape)}."
+        )
+
+
+def _check_class_range(indices, num_classes):
+    values = _eager_values(indices)
+    if values is None or values.size == 0 or num_classes is None:
+        return
+    # Keras casts `y_true` to the loss dtype, so integer labels often arrive as floats.
+    invalid = (values < 0) | (values >= num_classes) | (values != np.floor(values))
+    if np.any(invalid):
+        raise ValueError(
+            f"Class indices in `y_true` must be integers in [0, {num_classes - 1}] for "
+            f"predictions with {num_classes} classes, got {values[invalid].flat[0].item()!r} "
+            f"({int(np.sum(invalid))} invalid of {values.size})."
+        )
+
+
+def _eager_values(tensor):
+    """`tensor` as NumPy when its values exist outside a traced function, else None."""
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tensor.numpy() if tf.executing_eagerly() and hasattr(tensor, "numpy") else None
+    if backend == "jax":
+        import jax
+
+        return None if isinstance(tensor, jax.core.Tracer) else np.asarray(tensor)
+    return ops.convert_to_numpy(tensor)

@@ -76,7 +76,9 @@ def check_compatible(teachers, student):
     known = [(model.name, shape) for model, shape in zip(teachers, shapes) if shape]
     if len({shape[1:] for _, shape in known}) > 1:
         described = ", ".join(f"{name!r}: {shape}" for name, shape in known)
-        raise ValueError(f"Ensemble members must have the same output shape, got {described}.")
+        raise ValueError(
+            f"`teacher` ensemble members must have the same output shape, got {described}."
+        )
     student_shape = output_shape(student)
     if known and student_shape and known[0][1][1:] != student_shape[1:]:
         raise ValueError(
@@ -93,8 +95,31 @@ def teacher_logits(teachers, inputs, temperature):
     only probabilities that underflowed to 0 lose their tiny tempered mass. An
     ensemble is folded into one tensor by `losses.ensemble_logits`.
     """
-    outputs = []
-    for model in teachers:
-        output = ops.cast(model(inputs, training=False), "float32")
-        outputs.append(ops.log(output) if ends_in_softmax(model) else output)
+    outputs = member_logits(teachers, inputs)
     return ops.stop_gradient(losses.ensemble_logits(outputs, temperature))
+
+
+def member_logits(teachers, inputs):
+    """Each teacher's float32 logits, unfolded: what `teacher_logits` folds at a temperature.
+
+    The teacher-logit cache stores these, so that a cache serves any temperature.
+    """
+    return [_as_logits(model, model(inputs, training=False)) for model in teachers]
+
+
+def teacher_logits_and_features(teacher, extractor, inputs):
+    """A single teacher's logits and intermediate features from one forward, no gradient.
+
+    `extractor` is a model on the teacher's layers returning `[*features, output]`;
+    the logits are exactly those of `teacher_logits([teacher], inputs, T)`.
+    """
+    *features, output = extractor(inputs, training=False)
+    return (
+        ops.stop_gradient(_as_logits(teacher, output)),
+        [ops.stop_gradient(feature) for feature in features],
+    )
+
+
+def _as_logits(model, output):
+    output = ops.cast(output, "float32")
+    return ops.log(output) if ends_in_softmax(model) else output

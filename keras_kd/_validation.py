@@ -7,6 +7,8 @@ so a bad hyperparameter fails at construction instead of training silently wrong
 import math
 import numbers
 
+import numpy as np
+
 
 def check_temperature(temperature, name="temperature"):
     """Returns `temperature` as a float after checking it is finite and > 0."""
@@ -47,3 +49,39 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}.")
     return value
+
+
+def check_bool(value, name):
+    """Returns `value` after checking it is True or False (not 0/1 or a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+def check_same_length(**arrays):
+    """Checks that every array-like given by keyword has the same first dimension.
+
+    `None` values are skipped, so optional arrays (sample weights) can be passed as is.
+    """
+    lengths = {name: len(array) for name, array in arrays.items() if array is not None}
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"`{name}` has {length}" for name, length in lengths.items())
+        raise ValueError(f"Expected the same number of examples in each array, but {described}.")
+
+
+def check_not_probabilities(predictions, name, hint):
+    """Raises if every row of `predictions` (N, K >= 2) is in [0, 1] and sums to 1.
+
+    Logits almost never look like that, while probabilities passed where logits are
+    expected would be softmaxed twice and silently give wrong numbers. `hint` says
+    how to pass probabilities instead.
+    """
+    predictions = np.asarray(predictions)
+    if predictions.ndim == 0 or predictions.shape[-1] < 2 or predictions.size == 0:
+        return
+    in_unit_interval = np.all((predictions >= 0.0) & (predictions <= 1.0))
+    if in_unit_interval and np.allclose(np.sum(predictions, axis=-1), 1.0, atol=1e-3):
+        raise ValueError(
+            f"`{name}` looks like probabilities, not logits: every row is in [0, 1] "
+            f"and sums to 1. {hint}"
+        )

@@ -5,16 +5,21 @@ from keras import ops
 
 from keras_kd import _teacher
 from keras_kd import _validation
+from keras_kd import features
 from keras_kd import losses
 
 # Key under which `y` carries precomputed teacher logits, e.g. from
 # `keras_kd.cache_teacher_logits`: `y = {LABELS: labels, TEACHER_LOGITS: logits}`.
 LABELS = "labels"
 TEACHER_LOGITS = "teacher_logits"
+# An ensemble's cache keeps each member's logits, (batch, M, K), folded at the
+# Distiller's own temperature by `split_targets`.
+TEACHER_MEMBER_LOGITS = "teacher_member_logits"
 
 # Logged during `fit` only; `evaluate` runs no teacher, so it reports the student's own
 # compiled loss and metrics, exactly as `student.evaluate` does.
 _TRAINING_ONLY_LOGS = ("student_loss", "distillation_loss")
+_TRAINING_ONLY_LOG_PREFIX = "feature_loss_"
 
 # Hard-label losses that Keras resolves with from_logits=False: they would silently
 # treat the student's logits as probabilities.
@@ -44,6 +49,15 @@ class Distiller(keras.Model):
     `keras.distillation` and the keras.io example among them, use alpha for the
     *hard* term instead. `alpha=0.9` means 90 % soft targets, 10 % hard labels.
 
+    With `feature_pairs` (hints from intermediate layers; Romero et al. 2015, Zagoruyko
+    & Komodakis 2017), each pair adds its own weighted term, outside `alpha`:
+
+        L = (1 - alpha) * hard + alpha * T^2 * KL + sum_i weight_i * feature_loss_i(t_i, r_i(s_i))
+
+    where `t_i` and `s_i` are the paired teacher and student layers' outputs and `r_i`
+    a learnable projection when their shapes differ (see `keras_kd.FeaturePair`). Each
+    step still runs one teacher and one student forward.
+
     What it guarantees:
 
     - The teacher is frozen at construction (`trainable=False`), always called with
@@ -56,7 +70,8 @@ class Distiller(keras.Model):
       clipping, so `mixed_float16` and extreme logits train; the loss is scaled by the
       optimizer's loss scale.
     - Logs: `loss` (the total), `student_loss` (the hard term, unweighted) and
-      `distillation_loss` (the `T^2 KL` term, unweighted), during training.
+      `distillation_loss` (the `T^2 KL` term, unweighted), during training; with
+      feature pairs also `feature_loss_<name>` per pair (unweighted).
 
     Teachers and students must output logits. A Sequential/Functional teacher that
     ends in a softmax is converted exactly (`log p` has the same tempered softmax as
@@ -70,6 +85,9 @@ class Distiller(keras.Model):
         student: the `keras.Model` to train.
         temperature: T, a finite float > 0, default 4.0.
         alpha: weight of the distillation term in [0, 1], default 0.9.
+        feature_pairs: list of `keras_kd.FeaturePair`, default None (logits only). Needs
+            a single Functional or Sequential teacher and student, and a live teacher
+            (not cached logits), since features are not cached.
         name: the model's name.
 
     Example:
@@ -88,9 +106,25 @@ class Distiller(keras.Model):
 
     References:
         Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015.
+        Romero et al. FitNets: Hints for Thin Deep Nets. ICLR 2015.
+        Zagoruyko, Komodakis. Paying More Attention to Attention. ICLR 2017.
     """
 
-    def __init__(self, teacher, student, temperature=4.0, alpha=0.9, name="distiller", **kwargs):
+    def __init__(
+        self,
+        teacher,
+        student,
+        temperature=4.0,
+        alpha=0.9,
+        feature_pairs=None,
+        name="distiller",
+        **kwargs,
+    ):
+        if "dtype" not in kwargs and _computes_in_float16(student):
+            # compile() adds loss scaling only when the Distiller's own policy is
+            # mixed_float16: follow the student (built under that policy, or reloaded),
+            # not the global policy of the moment, or its float16 gradients underflow.
+            kwargs["dtype"] = "mixed_float16"
         super().__init__(name=name, **kwargs)
         teachers = _teacher.as_teacher_list(teacher)
         if not isinstance(student, keras.Model):
@@ -107,6 +141,18 @@ class Distiller(keras.Model):
         self._distillation_loss = losses.DistillationLoss(temperature=self.temperature)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.feature_pairs = features.check_feature_pairs(feature_pairs)
+        self._feature_hints = None
+        if self.feature_pairs:
+            if len(self.teachers) > 1:
+                raise ValueError(
+                    f"feature_pairs need a single teacher, got an ensemble of "
+                    f"{len(self.teachers)}: their intermediate layers need not correspond. "
+                    "Distil the ensemble's logits, or pass one teacher."
+                )
+            self._feature_hints = features.FeatureHints(
+                self.feature_pairs, self.teachers[0], student, name="feature_hints"
+            )
         if getattr(student, "built", False):
             self.built = True
 
@@ -115,7 +161,19 @@ class Distiller(keras.Model):
         """The teacher as given: one model, or the list of an ensemble."""
         return list(self.teachers) if self._teacher_is_ensemble else self.teachers[0]
 
+    @property
+    def feature_projections(self):
+        """The FitNets projections by `FeaturePair` name (pairs whose shapes differ).
+
+        They train and are saved with the Distiller; `student` does not contain them.
+        """
+        return dict(self._feature_hints.projections) if self._feature_hints else {}
+
     def call(self, inputs, training=None):
+        if training and self._feature_hints is not None:
+            # The same student layers through a model that also returns the hinted
+            # features: one forward feeds both the logits and the feature terms.
+            return self._feature_hints.student_forward(inputs, training=training)
         return self.student(inputs, training=training)
 
     def build(self, input_shape):
@@ -139,6 +197,20 @@ class Distiller(keras.Model):
             _check_hard_loss(loss, alpha)
         self._hard_loss = loss
 
+    # Keras' compile skips the `loss` assignment when loss=None, but always ends with
+    # `self.compiled = True`: the place to reject a missing hard-label loss (alpha < 1),
+    # which would otherwise train on the soft term alone, silently.
+    @property
+    def compiled(self):
+        return getattr(self, "_compiled", False)
+
+    @compiled.setter
+    def compiled(self, compiled):
+        alpha = getattr(self, "alpha", None)
+        if compiled and alpha is not None and self._compile_loss is None:
+            _check_hard_loss(None, alpha)
+        self._compiled = compiled
+
     # --- the objective: one place, every backend ----------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -148,19 +220,44 @@ class Distiller(keras.Model):
         which calls it); the TensorFlow `train_step` calls the same
         `_distillation_objective`.
         """
-        labels, teacher_logits = split_targets(y)
+        labels, teacher_logits = split_targets(y, self.temperature)
+        sample_weight = _example_weights(sample_weight)
         if not training:
             return self._student_loss(labels, y_pred, sample_weight) + self._regularization()
-        if teacher_logits is None:
-            teacher_logits = _teacher.teacher_logits(self.teachers, x, self.temperature)
-        return self._distillation_objective(labels, y_pred, teacher_logits, sample_weight)
+        teacher_logits, teacher_features = self._teacher_targets(x, teacher_logits)
+        return self._distillation_objective(
+            labels, y_pred, teacher_logits, sample_weight, teacher_features
+        )
 
-    def _distillation_objective(self, labels, student_logits, teacher_logits, sample_weight):
-        """`(1 - alpha) * hard + alpha * T^2 KL + regularization`, updating the trackers."""
+    def _teacher_targets(self, x, cached_logits):
+        """(teacher logits, teacher features or None): one teacher forward, or the cache."""
+        if self._feature_hints is None:
+            if cached_logits is None:
+                cached_logits = _teacher.teacher_logits(self.teachers, x, self.temperature)
+            return cached_logits, None
+        if cached_logits is not None:
+            raise ValueError(
+                f"`y` carries cached teacher logits ({TEACHER_LOGITS!r}), but this "
+                f"Distiller has feature_pairs {[p.name for p in self.feature_pairs]}: "
+                "they need the teacher's intermediate features, which are not cached, so "
+                "the teacher must run each step. Pass plain labels as `y`, or drop "
+                "feature_pairs to train on the cached logits."
+            )
+        return self._feature_hints.teacher_forward(x)
+
+    def _distillation_objective(
+        self, labels, student_logits, teacher_logits, sample_weight, teacher_features=None
+    ):
+        """`(1 - alpha) * hard + alpha * T^2 KL + sum_i w_i * feature_i + regularization`.
+
+        Updates the trackers. The student's features come from the training forward of
+        `call` just before; `teacher_features` from `_teacher_targets`.
+        """
         if teacher_logits.shape[-1] != student_logits.shape[-1]:
             raise ValueError(
-                f"Teacher logits of shape {tuple(teacher_logits.shape)} do not match the "
-                f"student's output shape {tuple(student_logits.shape)}."
+                f"Teacher logits (`y[{TEACHER_LOGITS!r}]` when cached) of shape "
+                f"{tuple(teacher_logits.shape)} do not match the student's output shape "
+                f"{tuple(student_logits.shape)}: they must have the same number of classes."
             )
         soft = self._distillation_loss(teacher_logits, student_logits, sample_weight)
         total = self.alpha * soft + self._regularization()
@@ -170,6 +267,11 @@ class Distiller(keras.Model):
             total = total + (1.0 - self.alpha) * hard
             self.student_loss_tracker.update_state(_unscale(hard), sample_weight=batch_size)
         self.distillation_loss_tracker.update_state(_unscale(soft), sample_weight=batch_size)
+        if self._feature_hints is not None:
+            hint_losses = self._feature_hints.hint_losses(teacher_features, sample_weight)
+            for pair, tracker, hint_loss in hint_losses:
+                total = total + pair.weight * hint_loss
+                tracker.update_state(_unscale(hint_loss), sample_weight=batch_size)
         return total
 
     def _student_loss(self, labels, student_logits, sample_weight):
@@ -184,14 +286,18 @@ class Distiller(keras.Model):
 
     def _regularization(self):
         # The student's own losses only: a teacher's activity regularizers must not
-        # leak into the student's objective or its logged loss.
-        student_losses = self.student.losses
+        # leak into the student's objective or its logged loss. Keras' JAX trainer runs
+        # `call` (the student alone) in a stateless scope and hands its losses over in
+        # `_losses_override`; read later, outside that scope, `student.losses` would
+        # drop the activity regularizers (tests/backend_neutral checks both backends).
+        student_losses = getattr(self, "_losses_override", None) or self.student.losses
         if not student_losses:
             return ops.zeros((), dtype="float32")
         return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        labels, _ = split_targets(y)
+        labels, _ = split_targets(y, self.temperature)
+        sample_weight = _example_weights(sample_weight)
         return super().compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 
     # --- TensorFlow: the train step the design card asks for ----------------------
@@ -203,13 +309,13 @@ class Distiller(keras.Model):
             import tensorflow as tf
 
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            labels, teacher_logits = split_targets(y)
-            if teacher_logits is None:
-                teacher_logits = _teacher.teacher_logits(self.teachers, x, self.temperature)
+            sample_weight = _example_weights(sample_weight)
+            labels, teacher_logits = split_targets(y, self.temperature)
+            teacher_logits, teacher_features = self._teacher_targets(x, teacher_logits)
             with tf.GradientTape() as tape:
                 student_logits = self(x, training=True)
                 loss = self._distillation_objective(
-                    labels, student_logits, teacher_logits, sample_weight
+                    labels, student_logits, teacher_logits, sample_weight, teacher_features
                 )
                 self._loss_tracker.update_state(
                     _unscale(loss), sample_weight=tf.shape(student_logits)[0]
@@ -239,6 +345,7 @@ class Distiller(keras.Model):
             "student": _serialize_model(self.student),
             "temperature": self.temperature,
             "alpha": self.alpha,
+            "feature_pairs": [keras.saving.serialize_keras_object(p) for p in self.feature_pairs],
         }
 
     @classmethod
@@ -250,7 +357,22 @@ class Distiller(keras.Model):
         else:
             teacher = keras.saving.deserialize_keras_object(teacher, custom_objects)
         student = keras.saving.deserialize_keras_object(config.pop("student"), custom_objects)
-        return cls(teacher=teacher, student=student, **config)
+        feature_pairs = [
+            keras.saving.deserialize_keras_object(pair, custom_objects)
+            for pair in config.pop("feature_pairs", None) or []
+        ]
+        return cls(teacher=teacher, student=student, feature_pairs=feature_pairs, **config)
+
+
+def _computes_in_float16(model):
+    """True when `model` (or any layer nested in it) computes in float16."""
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if getattr(layer, "compute_dtype", None) == "float16":
+            return True
+        stack.extend(getattr(layer, "layers", None) or [])
+    return False
 
 
 def _serialize_model(model):
@@ -261,15 +383,42 @@ def _serialize_model(model):
     return config
 
 
-def split_targets(y):
+def split_targets(y, temperature=None):
     """Splits `y` into (labels, teacher logits or None).
 
-    `y` is either plain labels, or `{"labels": ..., "teacher_logits": ...}` as made by
-    `keras_kd.cache_teacher_logits` (labels may then be absent for soft-only training).
+    `y` is either plain labels, or a dict as made by `keras_kd.cache_teacher_logits`
+    (labels may then be absent for soft-only training): `{"labels": ...,
+    "teacher_logits": (batch, K)}` from one teacher, or `{"labels": ...,
+    "teacher_member_logits": (batch, M, K)}` from an ensemble of M. An ensemble's fold
+    depends on the temperature, so it is folded here, at `temperature`, by the same
+    `losses.ensemble_logits` as a live ensemble: one cache serves every temperature.
     """
     if isinstance(y, dict) and TEACHER_LOGITS in y:
         return y.get(LABELS), ops.cast(y[TEACHER_LOGITS], "float32")
+    if isinstance(y, dict) and TEACHER_MEMBER_LOGITS in y:
+        if temperature is None:
+            raise ValueError(
+                f"`y` carries an ensemble's cached {TEACHER_MEMBER_LOGITS!r}, which are "
+                "folded at a temperature; got temperature=None."
+            )
+        members = ops.unstack(ops.cast(y[TEACHER_MEMBER_LOGITS], "float32"), axis=1)
+        return y.get(LABELS), losses.ensemble_logits(members, temperature)
     return y, None
+
+
+def _example_weights(sample_weight):
+    """One weight per example, also when Keras spread it over a dict `y`.
+
+    Keras' array adapter copies a flat `sample_weight` onto every entry of a nested
+    `y`, so with cached teacher logits it arrives as `{"labels": w, "teacher_logits":
+    w}`; both entries are the same per-example weights.
+    """
+    if isinstance(sample_weight, dict):
+        for key in (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS):
+            if sample_weight.get(key) is not None:
+                return sample_weight[key]
+        return None
+    return sample_weight
 
 
 def _unscale(loss):
@@ -286,7 +435,11 @@ def _unscale(loss):
 
 
 def _without_training_only_logs(logs):
-    return {key: value for key, value in logs.items() if key not in _TRAINING_ONLY_LOGS}
+    return {
+        key: value
+        for key, value in logs.items()
+        if key not in _TRAINING_ONLY_LOGS and not key.startswith(_TRAINING_ONLY_LOG_PREFIX)
+    }
 
 
 def _check_hard_loss(loss, alpha):

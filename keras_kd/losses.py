@@ -14,6 +14,7 @@ soft targets, shape (..., K); which one is decided from the static shapes.
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -40,7 +41,13 @@ def tempered_log_softmax(logits, temperature=1.0):
 
     Returns:
         float32 tensor of shape (..., K).
+
+    Raises:
+        ValueError: a Python/NumPy `temperature` that is not finite and > 0 (a tensor,
+            e.g. a scheduled or learned temperature, is not checked).
     """
+    if isinstance(temperature, numbers.Real):
+        _validation.check_temperature(temperature)
     logits = ops.cast(logits, "float32")
     return ops.log_softmax(logits / temperature, axis=-1)
 
@@ -144,6 +151,8 @@ def label_smoothing_loss(y_true, y_pred, smoothing=0.1, from_logits=True):
     Returns:
         float32 per-example loss, shape (...,).
     """
+    if isinstance(smoothing, numbers.Real):
+        _validation.check_in_range(smoothing, "smoothing", 0.0, 1.0, high_inclusive=False)
     targets = _labels.to_one_hot(y_true, y_pred)
     num_classes = y_pred.shape[-1]
     smoothed = (1.0 - smoothing) * targets + smoothing / num_classes

@@ -1,0 +1,196 @@
+"""Every hyperparameter of `keras-kd reproduce`, in one dataclass.
+
+Command-line overrides go through `with_overrides`, which checks each value against
+the field's type, so `--set kd_temperature=abc` fails with the key and the value.
+No TensorFlow here: `keras-kd --help` imports this module.
+"""
+
+import dataclasses
+import typing
+
+DEFAULT_DATASET = "digits"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceConfig:
+    """Hyperparameters of the reproduction; each field is a `--set key=value` key.
+
+    Data:
+        dataset: "digits" (scikit-learn's bundled 8x8 digits, 1,797 images, offline)
+            or a tensorflow_datasets image-classification name ("mnist",
+            "fashion_mnist", "cifar10", ...).
+        data_dir: tensorflow_datasets data directory; None uses its default.
+        validation_fraction: share of the training data held out for temperature
+            scaling, in (0, 1), default 0.15.
+        test_fraction: share of digits held out for testing, in (0, 1), default 0.25
+            (tfds datasets use their own "test" split).
+        max_train_examples: cap on training examples (a prefix of the shuffled
+            training split); None keeps all. Keeps tfds runs short on a CPU.
+        split_seed: seed of the train/validation/test split, fixed across seeds so
+            that the seeds vary initialisation and batch order only.
+
+    Schedule:
+        seeds: number of seeds, each a full repetition of every row (>= 1).
+        first_seed: the first seed; seeds are first_seed, first_seed + 1, ...
+        epochs: epochs of every fully trained model (teachers, students, KD rows).
+        batch_size: minibatch size.
+        learning_rate: Adam's learning rate.
+
+    Models (the teacher is a small CNN, the student a one-hidden-layer MLP; both
+    name their penultimate layer "penultimate" and their logits layer "logits"):
+        teacher_filters: filters of the teacher's two 3x3 convolutions.
+        teacher_units: units of the teacher's penultimate dense layer.
+        teacher_dropout: dropout before the teacher's logits (Hinton's teacher used it).
+        student_units: units of the student's single hidden (penultimate) layer; small
+            on purpose, so the student is capacity-limited and a teacher can help.
+
+    Rows:
+        kd_temperature, kd_alpha: Hinton's T and the weight of the distillation term
+            for `kd`, `ls_teacher_kd` and `fitnets`.
+        smoothing: label-smoothing eps for `label_smoothing` and the LS teacher.
+        tfkd_correct_prob, tfkd_temperature, tfkd_alpha: `VirtualTeacherLoss`
+            (Tf-KD_reg, paper mode) for `tfkd_reg`.
+        teacher_free_temperature, teacher_free_alpha: T and alpha of the born-again,
+            reversed and defective distillations (`tfkd_self`, `re_kd`, `de_kd`);
+            Yuan et al. show they help at high temperature (T = 20).
+        poor_teacher_steps: optimizer steps of the `de_kd` teacher: a teacher stopped
+            this early is far below the student (its accuracy is recorded).
+        hint_weight: weight of the FitNets hint loss (teacher penultimate -> student
+            penultimate, mean squared error) in `fitnets`.
+
+    Report:
+        num_bins: equal-width bins of the ECE and the reliability diagrams (Guo et al.
+            use 15).
+        projection_classes: the three classes of the Müller et al. projection picture.
+    """
+
+    dataset: str = DEFAULT_DATASET
+    data_dir: typing.Optional[str] = None
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.25
+    max_train_examples: typing.Optional[int] = None
+    split_seed: int = 0
+
+    seeds: int = 3
+    first_seed: int = 0
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+
+    teacher_filters: int = 32
+    teacher_units: int = 128
+    teacher_dropout: float = 0.3
+    student_units: int = 16
+
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9
+    smoothing: float = 0.1
+    tfkd_correct_prob: float = 0.9
+    tfkd_temperature: float = 20.0
+    tfkd_alpha: float = 0.5
+    teacher_free_temperature: float = 20.0
+    teacher_free_alpha: float = 0.9
+    poor_teacher_steps: int = 5
+    hint_weight: float = 1.0
+
+    num_bins: int = 15
+    projection_classes: typing.Tuple[int, int, int] = (0, 1, 2)
+
+    def __post_init__(self):
+        _check(self.seeds >= 1, "seeds", self.seeds, "an integer >= 1")
+        for name in ("epochs", "batch_size", "teacher_filters", "teacher_units",
+                     "student_units", "poor_teacher_steps", "num_bins"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            _check(0.0 < value < 1.0, name, value, "a number in (0, 1)")
+        _check(
+            self.validation_fraction + self.test_fraction < 1.0,
+            "validation_fraction + test_fraction",
+            self.validation_fraction + self.test_fraction,
+            "below 1",
+        )
+        for name in ("kd_alpha", "tfkd_alpha", "teacher_free_alpha"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, name, value, "a number in [0, 1]")
+        _check(0.0 <= self.teacher_dropout < 1.0, "teacher_dropout", self.teacher_dropout,
+               "a number in [0, 1)")
+        _check(0.0 <= self.smoothing < 1.0, "smoothing", self.smoothing, "a number in [0, 1)")
+        for name in ("learning_rate", "kd_temperature", "tfkd_temperature",
+                     "teacher_free_temperature"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "a number > 0")
+        _check(self.hint_weight >= 0, "hint_weight", self.hint_weight, "a number >= 0")
+        _check(
+            self.max_train_examples is None or self.max_train_examples >= 10,
+            "max_train_examples", self.max_train_examples, "None or an integer >= 10",
+        )
+        _check(
+            len(self.projection_classes) == 3 and len(set(self.projection_classes)) == 3,
+            "projection_classes", self.projection_classes, "three distinct class indices",
+        )
+
+    @property
+    def seed_list(self):
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def with_overrides(self, overrides):
+        """A copy with `overrides` ({field: value or string}) applied and checked."""
+        fields = {field.name: field for field in dataclasses.fields(self)}
+        changes = {}
+        for key, value in overrides.items():
+            if key not in fields:
+                raise ValueError(
+                    f"Unknown config key {key!r}; known keys: {', '.join(sorted(fields))}."
+                )
+            changes[key] = _parse(value, fields[key].type, key) if isinstance(value, str) else value
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# `--quick`: one seed and few epochs, for CI and a first look (under 2 minutes on
+# 2 CPU cores with the default data). Explicit flags given with --quick still win.
+QUICK_OVERRIDES = {"seeds": 1, "epochs": 12}
+
+
+def parse_assignment(text):
+    """`"key=value"` -> `("key", "value")`, for `--set`."""
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise ValueError(f"--set expects key=value, got {text!r}.")
+    return key.strip(), value.strip()
+
+
+def field_help():
+    """One line per config field, `name = default`, for `--help`."""
+    return "\n".join(
+        f"  {field.name} = {field.default!r}" for field in dataclasses.fields(ReproduceConfig)
+    )
+
+
+def _parse(text, annotation, key):
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is typing.Union and type(None) in arguments:
+        if text.lower() in ("none", "null", ""):
+            return None
+        (annotation,) = [argument for argument in arguments if argument is not type(None)]
+        origin = typing.get_origin(annotation)
+        arguments = typing.get_args(annotation)
+    try:
+        if origin is tuple:
+            return tuple(arguments[0](part) for part in text.split(",") if part.strip())
+        if annotation is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return annotation(text)
+    except ValueError:
+        name = getattr(annotation, "__name__", str(annotation))
+        raise ValueError(f"Config key {key!r} expects {name}, got {text!r}.") from None
+
+
+def _check(condition, name, value, expected):
+    if not condition:
+        raise ValueError(f"Config `{name}` must be {expected}, got {value!r}.")

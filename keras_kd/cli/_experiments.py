@@ -1,0 +1,328 @@
+"""The rows of `keras-kd reproduce`: how each model is trained and what is measured.
+
+Every model of one seed starts from the same initialisation for its architecture
+(`keras.utils.set_random_seed(seed)` right before it is built), so the rows differ
+only in their objective and the comparisons between rows are paired.
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+import keras_kd
+from keras_kd import calibration
+from keras_kd.cli import _models
+
+# The row names are read by other tools from results.json: keep them.
+ROWS = (
+    "teacher",
+    "student",
+    "kd",
+    "label_smoothing",
+    "tfkd_reg",
+    "tfkd_self",
+    "re_kd",
+    "de_kd",
+    "ls_teacher_kd",
+    "fitnets",
+)
+
+ROW_DESCRIPTIONS = {
+    "teacher": "CNN teacher, hard labels",
+    "student": "MLP student from scratch, hard labels",
+    "kd": "student distilled from `teacher` (Hinton et al. 2015)",
+    "label_smoothing": "student with LabelSmoothingLoss (Szegedy et al. 2016)",
+    "tfkd_reg": "student with VirtualTeacherLoss, Tf-KD_reg (Yuan et al. 2020)",
+    "tfkd_self": "student distilled from a trained copy of itself, Tf-KD_self (Yuan et al. 2020)",
+    "re_kd": "teacher architecture distilled from the trained student, Re-KD (Yuan et al. 2020)",
+    "de_kd": "student distilled from a poorly trained teacher, De-KD (Yuan et al. 2020)",
+    "ls_teacher_kd": "student distilled from a label-smoothed teacher (Müller et al. 2019)",
+    "fitnets": "student distilled from `teacher` with a penultimate-layer hint plus KD "
+    "(Romero et al. 2015)",
+}
+
+# Several optimizer steps per call into the compiled function: small models are
+# dominated by Python overhead otherwise.
+_STEPS_PER_EXECUTION = 16
+
+# The measured columns, in table order; see `Record`.
+METRICS = (
+    "accuracy",
+    "nll",
+    "ece",
+    "ece_temperature_scaled",
+    "temperature",
+    "parameters",
+    "training_seconds",
+)
+
+
+@dataclasses.dataclass
+class Record:
+    """One row trained with one seed, measured on the test split.
+
+    accuracy: top-1 accuracy. nll: mean negative log-likelihood. ece: expected
+    calibration error (equal-width bins). ece_temperature_scaled / nll_temperature_scaled:
+    the same after temperature scaling fitted on the validation split, whose fitted
+    value is `temperature` (None, with `note`, when no finite T exists). parameters:
+    the trained model's parameter count. training_seconds: wall time of this row's own
+    `fit` (its teacher's training is not included). teacher_accuracy / teacher_ece:
+    the test accuracy and ECE of the model that taught this row, for distilled rows.
+    """
+
+    row: str
+    seed: int
+    accuracy: float
+    nll: float
+    ece: float
+    ece_temperature_scaled: float
+    nll_temperature_scaled: float
+    temperature: float
+    parameters: int
+    training_seconds: float
+    teacher_accuracy: float = None
+    teacher_ece: float = None
+    note: str = None
+
+
+@dataclasses.dataclass
+class Measurement:
+    """What `_measure` computes for any model; rows and helper teachers alike."""
+
+    test_logits: np.ndarray
+    accuracy: float
+    nll: float
+    ece: float
+    ece_temperature_scaled: float
+    nll_temperature_scaled: float
+    temperature: float
+    note: str
+
+
+def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
+    """Trains and measures every row for one seed.
+
+    Returns:
+        (records, artifacts): a list of `Record` in `ROWS` order, and, with
+        `keep_artifacts`, a dict of arrays for the pictures: `test_logits` per row and
+        `projection` (penultimate features and class templates) for `student` and
+        `label_smoothing`; else an empty dict.
+    """
+    runner = _SeedRunner(dataset, config, seed, log, verbose)
+    records = {}
+    test_logits = {}
+
+    def add(row, model, seconds, teacher_measurement=None):
+        measurement = runner.measure(model)
+        test_logits[row] = measurement.test_logits
+        records[row] = Record(
+            row=row,
+            seed=seed,
+            accuracy=measurement.accuracy,
+            nll=measurement.nll,
+            ece=measurement.ece,
+            ece_temperature_scaled=measurement.ece_temperature_scaled,
+            nll_temperature_scaled=measurement.nll_temperature_scaled,
+            temperature=measurement.temperature,
+            parameters=int(model.count_params()),
+            training_seconds=seconds,
+            teacher_accuracy=teacher_measurement.accuracy if teacher_measurement else None,
+            teacher_ece=teacher_measurement.ece if teacher_measurement else None,
+            note=measurement.note,
+        )
+        runner.log_line(row, measurement, seconds)
+        return measurement
+
+    hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    smoothing_loss = keras_kd.LabelSmoothingLoss(config.smoothing, from_logits=True)
+
+    teacher, seconds = runner.train(_models.build_teacher, hard_loss)
+    teacher_measurement = add("teacher", teacher, seconds)
+
+    student, seconds = runner.train(_models.build_student, hard_loss)
+    student_measurement = add("student", student, seconds)
+
+    model, seconds = runner.distil(teacher, _models.build_student,
+                                   config.kd_temperature, config.kd_alpha)
+    add("kd", model, seconds, teacher_measurement)
+
+    label_smoothing, seconds = runner.train(_models.build_student, smoothing_loss)
+    add("label_smoothing", label_smoothing, seconds)
+
+    virtual_teacher_loss = keras_kd.VirtualTeacherLoss(
+        correct_prob=config.tfkd_correct_prob,
+        temperature=config.tfkd_temperature,
+        alpha=config.tfkd_alpha,
+        mode="paper",
+    )
+    model, seconds = runner.train(_models.build_student, virtual_teacher_loss)
+    add("tfkd_reg", model, seconds)
+
+    # The trained `student` row is the "copy of itself trained first".
+    model, seconds = runner.distil(student, _models.build_student,
+                                   config.teacher_free_temperature, config.teacher_free_alpha)
+    add("tfkd_self", model, seconds, student_measurement)
+
+    model, seconds = runner.distil(student, _models.build_teacher,
+                                   config.teacher_free_temperature, config.teacher_free_alpha)
+    add("re_kd", model, seconds, student_measurement)
+
+    poor_teacher, _ = runner.train(_models.build_teacher, hard_loss,
+                                   steps=config.poor_teacher_steps)
+    poor_measurement = runner.measure(poor_teacher)
+    runner.log_line(f"(de_kd teacher, {config.poor_teacher_steps} steps)", poor_measurement)
+    model, seconds = runner.distil(poor_teacher, _models.build_student,
+                                   config.teacher_free_temperature, config.teacher_free_alpha)
+    add("de_kd", model, seconds, poor_measurement)
+
+    ls_teacher, _ = runner.train(_models.build_teacher, smoothing_loss)
+    ls_teacher_measurement = runner.measure(ls_teacher)
+    runner.log_line("(ls_teacher_kd teacher)", ls_teacher_measurement)
+    model, seconds = runner.distil(ls_teacher, _models.build_student,
+                                   config.kd_temperature, config.kd_alpha)
+    add("ls_teacher_kd", model, seconds, ls_teacher_measurement)
+
+    if hasattr(keras_kd, "FeaturePair"):  # TEMPORARY until feature distillation lands.
+        model, seconds = runner.distil(
+            teacher, _models.build_student, config.kd_temperature, config.kd_alpha,
+            feature_pairs=[keras_kd.FeaturePair(
+                _models.PENULTIMATE, _models.PENULTIMATE, loss="mse",
+                weight=config.hint_weight, name="hint",
+            )],
+        )
+        add("fitnets", model, seconds, teacher_measurement)
+
+    artifacts = {}
+    if keep_artifacts:
+        artifacts = {
+            "test_logits": test_logits,
+            "projection": {
+                row: runner.projection_inputs(model)
+                for row, model in (("student", student), ("label_smoothing", label_smoothing))
+            },
+        }
+    return [records[row] for row in ROWS if row in records], artifacts
+
+
+class _SeedRunner:
+    """Builds, trains and measures the models of one seed."""
+
+    def __init__(self, dataset, config, seed, log, verbose):
+        self.dataset = dataset
+        self.config = config
+        self.seed = seed
+        self.log = log
+        self.verbose = verbose
+
+    def _build(self, build, name=None):
+        # The same seed before every build: the same architecture starts from the
+        # same weights (and sees the same batch order) in every row.
+        keras.utils.set_random_seed(self.seed)
+        kwargs = {"name": name} if name else {}
+        return build(self.dataset.input_shape, self.dataset.num_classes, self.config, **kwargs)
+
+    def _optimizer(self):
+        return keras.optimizers.Adam(learning_rate=self.config.learning_rate)
+
+    def _fit(self, model, steps=None):
+        """Trains for `config.epochs` epochs, or for `steps` batches only."""
+        import tensorflow as tf
+
+        config = self.config
+        num_examples = len(self.dataset.y_train)
+        batches = tf.data.Dataset.from_tensor_slices((self.dataset.x_train, self.dataset.y_train))
+        # All epochs in one Keras epoch: Keras' per-epoch overhead would otherwise
+        # cost more than the small models' own compute. Reshuffled every pass, with
+        # the row's seed, so every row of a seed sees the same batches.
+        batches = batches.shuffle(num_examples, seed=self.seed, reshuffle_each_iteration=True)
+        batches = batches.repeat(1 if steps else config.epochs).batch(config.batch_size)
+        if steps:
+            batches = batches.take(steps)
+        start = time.perf_counter()
+        model.fit(batches, epochs=1, verbose=self.verbose)
+        return time.perf_counter() - start
+
+    def train(self, build, loss, steps=None):
+        """A model of `build`'s architecture trained on `loss`; (model, seconds)."""
+        model = self._build(build)
+        model.compile(optimizer=self._optimizer(), loss=loss,
+                      steps_per_execution=_STEPS_PER_EXECUTION)
+        return model, self._fit(model, steps)
+
+    def distil(self, teacher, build, temperature, alpha, **distiller_kwargs):
+        """A model of `build`'s architecture distilled from `teacher`; (model, seconds)."""
+        student = self._build(build, name="distilled")
+        distiller = keras_kd.Distiller(
+            teacher=teacher, student=student, temperature=temperature, alpha=alpha,
+            **distiller_kwargs,
+        )
+        distiller.compile(
+            optimizer=self._optimizer(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            steps_per_execution=_STEPS_PER_EXECUTION,
+        )
+        return student, self._fit(distiller)
+
+    def measure(self, model):
+        """Test metrics, plus temperature scaling fitted on the validation split."""
+        dataset = self.dataset
+        num_bins = self.config.num_bins
+        test_logits = _predict(model, dataset.x_test)
+        val_logits = _predict(model, dataset.x_val)
+        accuracy = float(np.mean(np.argmax(test_logits, axis=-1) == dataset.y_test))
+        nll = calibration.negative_log_likelihood(test_logits, dataset.y_test, from_logits=True)
+        ece = calibration.expected_calibration_error(
+            test_logits, dataset.y_test, num_bins=num_bins, from_logits=True
+        )
+        try:
+            scaler = calibration.TemperatureScaling().fit(val_logits, dataset.y_val)
+        except ValueError as error:
+            # No finite T minimises the validation NLL (e.g. no validation errors).
+            note = f"temperature scaling not fitted: {error}"
+            return Measurement(test_logits, accuracy, nll, ece, None, None, None, note)
+        scaled = scaler.transform(test_logits)
+        return Measurement(
+            test_logits=test_logits,
+            accuracy=accuracy,
+            nll=nll,
+            ece=ece,
+            ece_temperature_scaled=calibration.expected_calibration_error(
+                scaled, dataset.y_test, num_bins=num_bins, from_logits=True
+            ),
+            nll_temperature_scaled=calibration.negative_log_likelihood(
+                scaled, dataset.y_test, from_logits=True
+            ),
+            temperature=float(scaler.temperature),
+            note=None,
+        )
+
+    def projection_inputs(self, model):
+        """Penultimate features (train and test) and class templates, for the picture."""
+        kernel, bias = _models.class_templates(model)
+        return {
+            "train_features": _models.penultimate_features(model, self.dataset.x_train),
+            "train_labels": self.dataset.y_train,
+            "test_features": _models.penultimate_features(model, self.dataset.x_test),
+            "test_labels": self.dataset.y_test,
+            "kernel": kernel,
+            "bias": bias,
+        }
+
+    def log_line(self, label, measurement, seconds=None):
+        scaled = measurement.ece_temperature_scaled
+        temperature = measurement.temperature
+        line = (
+            f"seed {self.seed} | {label:<16} acc {measurement.accuracy:.4f}  "
+            f"nll {measurement.nll:.3f}  ece {measurement.ece:.4f}  "
+            f"ece(ts) {'n/a' if scaled is None else f'{scaled:.4f}'}  "
+            f"T {'n/a' if temperature is None else f'{temperature:.2f}'}"
+        )
+        if seconds is not None:
+            line += f"  {seconds:.1f} s"
+        self.log(line)
+
+
+def _predict(model, x):
+    return _models.predict_in_batches(model, x)

@@ -1,0 +1,164 @@
+"""NumPy references for the backend tests, in float64, written apart from keras_kd.
+
+Nothing here imports keras_kd or keras: these are the independent numbers that every
+backend's result is compared with. Also the fixed inputs and initial weights that
+tests/test_backends.py hands to each backend's subprocess.
+"""
+
+import numpy as np
+
+NUM_FEATURES = 6
+NUM_CLASSES = 4
+NUM_EXAMPLES = 64
+BATCH_SIZE = 16
+TEACHER_UNITS = 12
+STUDENT_UNITS = 8
+TEMPERATURE = 3.0
+ALPHA = 0.7
+LEARNING_RATE = 0.1
+KERNEL_L2 = 1e-2
+ACTIVITY_L2 = 1e-3
+
+
+def log_softmax(logits, temperature=1.0):
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    shifted = scaled - scaled.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits, temperature=1.0):
+    return np.exp(log_softmax(logits, temperature))
+
+
+def one_hot(labels, num_classes):
+    return np.eye(num_classes)[np.asarray(labels)]
+
+
+def kd_loss(teacher_logits, student_logits, temperature):
+    """Hinton: T^2 * sum_k p_k (log p_k - log q_k), tempered softmaxes, per example."""
+    log_p = log_softmax(teacher_logits, temperature)
+    log_q = log_softmax(student_logits, temperature)
+    return temperature**2 * np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def kd_gradient(teacher_logits, student_logits, temperature):
+    """d kd_loss / d student logits = T * (softmax(s / T) - softmax(t / T)), per example."""
+    return temperature * (
+        softmax(student_logits, temperature) - softmax(teacher_logits, temperature)
+    )
+
+
+def cross_entropy(labels, logits):
+    return -log_softmax(logits)[np.arange(len(labels)), labels]
+
+
+def label_smoothing(labels, logits, smoothing):
+    targets = (1 - smoothing) * one_hot(labels, logits.shape[-1]) + smoothing / logits.shape[-1]
+    return -np.sum(targets * log_softmax(logits), axis=-1)
+
+
+def label_smoothing_from_probs(labels, probs, smoothing, epsilon=1e-7):
+    targets = (1 - smoothing) * one_hot(labels, probs.shape[-1]) + smoothing / probs.shape[-1]
+    probs = probs / probs.sum(axis=-1, keepdims=True)
+    return -np.sum(targets * np.log(np.clip(probs, epsilon, 1 - epsilon)), axis=-1)
+
+
+def virtual_teacher(labels, num_classes, correct_prob):
+    probs = np.full((len(labels), num_classes), (1 - correct_prob) / (num_classes - 1))
+    probs[np.arange(len(labels)), labels] = correct_prob
+    return probs
+
+
+def virtual_teacher_paper(labels, logits, correct_prob, temperature, alpha):
+    teacher = np.log(virtual_teacher(labels, logits.shape[-1], correct_prob))
+    return (1 - alpha) * cross_entropy(labels, logits) + alpha * kd_loss(
+        teacher, logits, temperature
+    )
+
+
+def virtual_teacher_reference(labels, logits, correct_prob, temperature, alpha, multiplier):
+    """Yuan et al.'s code: KLDivLoss(log_softmax(z), softmax(p_d / T)) / K, no T^2."""
+    num_classes = logits.shape[-1]
+    log_p = log_softmax(virtual_teacher(labels, num_classes, correct_prob), temperature)
+    kl = np.sum(np.exp(log_p) * (log_p - log_softmax(logits)), axis=-1)
+    return (1 - alpha) * cross_entropy(labels, logits) + alpha * multiplier * kl / num_classes
+
+
+def logit_matching(teacher_logits, student_logits):
+    teacher = teacher_logits - teacher_logits.mean(axis=-1, keepdims=True)
+    student = student_logits - student_logits.mean(axis=-1, keepdims=True)
+    return 0.5 * np.mean((student - teacher) ** 2, axis=-1)
+
+
+def ensemble_logits(logits_list, temperature):
+    """T * log(mean_m softmax(z_m / T)): its tempered softmax is the ensemble's mean."""
+    mean_probs = np.mean([softmax(z, temperature) for z in logits_list], axis=0)
+    return temperature * np.log(mean_probs)
+
+
+def weighted_batch_mean(values, sample_weight):
+    """Keras' "sum_over_batch_size": sum_i w_i * l_i / N."""
+    return float(np.sum(np.asarray(sample_weight) * values) / len(values))
+
+
+def mlp(weights, x):
+    """Dense-ReLU-Dense forward with weights [W1, b1, W2, b2]; returns (hidden, logits)."""
+    w1, b1, w2, b2 = (np.asarray(w, dtype=np.float64) for w in weights)
+    hidden = np.maximum(np.asarray(x, dtype=np.float64) @ w1 + b1, 0.0)
+    return hidden, hidden @ w2 + b2
+
+
+def distillation_objective(teacher_weights, student_weights, x, labels, sample_weight):
+    """The Distiller's training loss on one batch, as the seed formula writes it:
+    `(1 - alpha) H(y, p_s) + alpha T^2 KL + L2 kernel + L2 activity` (see `inputs`)."""
+    _, teacher_logits = mlp(teacher_weights, x)
+    hidden, student_logits = mlp(student_weights, x)
+    hard = weighted_batch_mean(cross_entropy(labels, student_logits), sample_weight)
+    soft = weighted_batch_mean(
+        kd_loss(teacher_logits, student_logits, TEMPERATURE), sample_weight
+    )
+    kernel = KERNEL_L2 * np.sum(np.square(student_weights[0]))
+    # Keras' activity regularizer is reduced over the batch: sum / batch size.
+    activity = ACTIVITY_L2 * np.sum(np.square(hidden)) / len(x)
+    return (1 - ALPHA) * hard + ALPHA * soft + kernel + activity
+
+
+def inputs(seed=7):
+    """Fixed inputs and initial weights, the same for every backend (float32 arrays)."""
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, scale=1.0):
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    arrays = {
+        "x": normal(NUM_EXAMPLES, NUM_FEATURES),
+        "sample_weight": rng.uniform(0.5, 1.5, NUM_EXAMPLES).astype(np.float32),
+        "teacher_w1": normal(NUM_FEATURES, TEACHER_UNITS, scale=0.6),
+        "teacher_b1": normal(TEACHER_UNITS, scale=0.1),
+        "teacher_w2": normal(TEACHER_UNITS, NUM_CLASSES, scale=0.6),
+        "teacher_b2": normal(NUM_CLASSES, scale=0.1),
+        "student_w1": normal(NUM_FEATURES, STUDENT_UNITS, scale=0.5),
+        "student_b1": normal(STUDENT_UNITS, scale=0.1),
+        "student_w2": normal(STUDENT_UNITS, NUM_CLASSES, scale=0.5),
+        "student_b2": normal(NUM_CLASSES, scale=0.1),
+    }
+    # Labels the teacher mostly gets right (a quarter flipped at random), so the
+    # distilled student ranks them better than chance and a finite temperature fits.
+    labels = np.argmax(mlp(teacher_weights(arrays), arrays["x"])[1], axis=-1)
+    flipped = rng.random(NUM_EXAMPLES) < 0.25
+    labels[flipped] = rng.integers(0, NUM_CLASSES, int(flipped.sum()))
+    arrays["labels"] = labels.astype(np.int32)
+    # Logits for the loss formulas: favouring the true class, with a wide spread.
+    favour = one_hot(labels, NUM_CLASSES).astype(np.float32)
+    arrays["teacher_logits"] = normal(NUM_EXAMPLES, NUM_CLASSES, scale=3.0) + 3.0 * favour
+    arrays["student_logits"] = normal(NUM_EXAMPLES, NUM_CLASSES, scale=2.0) + 1.5 * favour
+    arrays["second_teacher_logits"] = normal(NUM_EXAMPLES, NUM_CLASSES, scale=3.0) + 2.0 * favour
+    return arrays
+
+
+def teacher_weights(arrays):
+    return [arrays[f"teacher_{name}"] for name in ("w1", "b1", "w2", "b2")]
+
+
+def student_weights(arrays):
+    return [arrays[f"student_{name}"] for name in ("w1", "b1", "w2", "b2")]

@@ -1,0 +1,160 @@
+"""Every loss on the backend of this process: values and autodiff gradients vs NumPy.
+
+Runs under TensorFlow in the ordinary suite and under JAX and PyTorch from
+tests/test_backends.py. The gradients come from each backend's own autodiff (a
+`tf.GradientTape`, `jax.grad`, `torch.autograd`), which is where the backends differ:
+a `where` or a `log` that is fine forwards can give NaN gradients on one of them.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import _backend_reference as ref
+from keras_kd import losses
+
+TEMPERATURE = ref.TEMPERATURE
+
+
+def backend_gradient(function, value):
+    """d function(value) / d value by the current backend's autodiff, as NumPy."""
+    backend = keras.backend.backend()
+    value = np.asarray(value, dtype=np.float32)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        variable = tf.Variable(value)
+        with tf.GradientTape() as tape:
+            result = function(variable)
+        return tape.gradient(result, variable).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(function)(jax.numpy.asarray(value)))
+    if backend == "torch":
+        import torch
+
+        tensor = torch.tensor(value, requires_grad=True)
+        function(tensor).backward()
+        return tensor.grad.cpu().numpy()
+    raise NotImplementedError(backend)
+
+
+def numeric_gradient(function, value, step=1e-6):
+    """Central differences of a NumPy float64 function of an array."""
+    value = np.asarray(value, dtype=np.float64)
+    gradient = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        shift = np.zeros_like(value)
+        shift[index] = step
+        gradient[index] = (function(value + shift) - function(value - shift)) / (2 * step)
+    return gradient
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    values = ref.inputs()
+    # A few examples keep the central differences cheap.
+    return {name: value[:6] for name, value in values.items() if value.ndim and len(value) == 64}
+
+
+# (keras_kd function of (teacher, labels, student), NumPy reference of the same)
+LOSSES = {
+    "distillation_loss": (
+        lambda t, y, s: losses.distillation_loss(t, s, TEMPERATURE),
+        lambda t, y, s: ref.kd_loss(t, s, TEMPERATURE),
+    ),
+    "label_smoothing_loss": (
+        lambda t, y, s: losses.label_smoothing_loss(y, s, 0.1),
+        lambda t, y, s: ref.label_smoothing(y, s, 0.1),
+    ),
+    "virtual_teacher_loss_paper": (
+        lambda t, y, s: losses.virtual_teacher_loss(y, s, 0.9, 20.0, alpha=0.5),
+        lambda t, y, s: ref.virtual_teacher_paper(y, s, 0.9, 20.0, 0.5),
+    ),
+    "virtual_teacher_loss_reference": (
+        lambda t, y, s: losses.virtual_teacher_loss(
+            y, s, 0.99, 20.0, alpha=0.1, mode="reference", multiplier=100.0
+        ),
+        lambda t, y, s: ref.virtual_teacher_reference(y, s, 0.99, 20.0, 0.1, 100.0),
+    ),
+    "logit_matching_loss": (
+        lambda t, y, s: losses.logit_matching_loss(t, s),
+        lambda t, y, s: ref.logit_matching(t, s),
+    ),
+    "cross_entropy": (
+        lambda t, y, s: losses.cross_entropy(y, s),
+        lambda t, y, s: ref.cross_entropy(y, s),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_value_and_gradient_match_numpy(name, arrays):
+    function, reference = LOSSES[name]
+    teacher, labels, student = arrays["teacher_logits"], arrays["labels"], arrays["student_logits"]
+    value = ops.convert_to_numpy(function(teacher, labels, student))
+    assert value.dtype == np.float32
+    np.testing.assert_allclose(value, reference(teacher, labels, student), rtol=1e-5, atol=1e-6)
+
+    gradient = backend_gradient(lambda s: ops.sum(function(teacher, labels, s)), student)
+    expected = numeric_gradient(lambda s: np.sum(reference(teacher, labels, s)), student)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_distillation_gradient_is_t_times_the_softmax_difference(arrays):
+    """Hinton et al.'s closed form: d(T^2 KL)/dz_s = T (softmax(z_s/T) - softmax(z_t/T))."""
+    teacher, student = arrays["teacher_logits"], arrays["student_logits"]
+    gradient = backend_gradient(
+        lambda s: ops.sum(losses.distillation_loss(teacher, s, TEMPERATURE)), student
+    )
+    expected = ref.kd_gradient(teacher, student, TEMPERATURE)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_extreme_and_float16_logits_give_finite_float32_values_and_gradients(arrays):
+    """Log-space, unclipped: logits of 1e4 (and float16 inputs) stay finite everywhere."""
+    teacher = arrays["teacher_logits"] * 3e3
+    student = arrays["student_logits"] * -3e3
+    gradient = backend_gradient(
+        lambda s: ops.sum(losses.distillation_loss(teacher, s, TEMPERATURE)), student
+    )
+    assert np.all(np.isfinite(gradient))
+    # A confidently wrong student still gets the full-size gradient T * (q - p).
+    np.testing.assert_allclose(gradient, ref.kd_gradient(teacher, student, TEMPERATURE), atol=1e-5)
+
+    half_teacher = ops.cast(arrays["teacher_logits"], "float16")
+    half_student = ops.cast(arrays["student_logits"], "float16")
+    value = losses.distillation_loss(half_teacher, half_student, TEMPERATURE)
+    assert ops.convert_to_numpy(value).dtype == np.float32
+    expected = ref.kd_loss(
+        ops.convert_to_numpy(half_teacher).astype(np.float64),
+        ops.convert_to_numpy(half_student).astype(np.float64),
+        TEMPERATURE,
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(value), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_logits_fold_the_mean_of_tempered_softmaxes(arrays):
+    members = [arrays["teacher_logits"], arrays["second_teacher_logits"]]
+    folded = ops.convert_to_numpy(losses.ensemble_logits(members, TEMPERATURE))
+    np.testing.assert_allclose(
+        ref.softmax(folded, TEMPERATURE),
+        np.mean([ref.softmax(z, TEMPERATURE) for z in members], axis=0),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
+def test_a_deserialized_loss_class_applies_sample_weights(arrays):
+    """Found by its registered name, as `load_model` finds it; reduced as Keras reduces."""
+    loss = keras.losses.get(
+        {"class_name": "keras_kd>DistillationLoss", "config": {"temperature": 2.0}}
+    )
+    teacher, student, weights = (
+        arrays["teacher_logits"], arrays["student_logits"], arrays["sample_weight"]
+    )
+    value = float(ops.convert_to_numpy(loss(teacher, student, weights)))
+    expected = ref.weighted_batch_mean(ref.kd_loss(teacher, student, 2.0), weights)
+    assert value == pytest.approx(expected, rel=1e-5)
