@@ -47,17 +47,21 @@ def top_label(predictions, labels, from_logits=False):
             predicted = ops.cast(scores > 0.5, "int32")
     else:
         indices = _labels.to_indices(labels, predictions)  # also checks example counts
-        predicted = ops.argmax(predictions, axis=-1)
+        predicted = ops.cast(ops.argmax(predictions, axis=-1), "int32")
         if from_logits:
+            # In (0, 1] by construction: the sum is at least exp(0) = 1.
             top = ops.max(predictions, axis=-1, keepdims=True)
             confidences = 1.0 / ops.sum(ops.exp(predictions - top), axis=-1)
         else:
             confidences = ops.max(predictions, axis=-1)
-    # Clamped because probabilities that went through float16 or a user's own
-    # normalisation can exceed 1 by an ulp, which would index past the last bin.
-    confidences = ops.clip(confidences, 0.0, 1.0)
-    correct = ops.cast(ops.equal(ops.cast(predicted, "int32"), indices), "float32")
-    return ops.reshape(confidences, (-1,)), ops.reshape(correct, (-1,))
+    if not from_logits:
+        # Probabilities that went through float16 or a user's own normalisation can
+        # exceed 1 by an ulp, which would index past the last bin.
+        confidences = ops.clip(confidences, 0.0, 1.0)
+    correct = ops.cast(ops.equal(predicted, indices), "float32")
+    if len(confidences.shape) != 1:
+        confidences, correct = ops.reshape(confidences, (-1,)), ops.reshape(correct, (-1,))
+    return confidences, correct
 
 
 def equal_width_bins(confidences, num_bins):
@@ -138,6 +142,11 @@ def calibration_error(counts, confidence_sums, correct_sums, norm="l1"):
     Empty bins contribute nothing, and are left out of the maximum. With no samples
     at all the error is 0.
     """
+    # The metric passes its state variables: Keras' JAX `ops.where` hands them to
+    # `jnp.where` unconverted, which recent JAX (0.10) rejects.
+    counts, confidence_sums, correct_sums = (
+        ops.convert_to_tensor(value) for value in (counts, confidence_sums, correct_sums)
+    )
     total = ops.maximum(ops.sum(counts), 1e-30)
     if norm == "l1":
         # sum_b |correct_b - conf_b| / N: the same value without dividing twice.

@@ -323,6 +323,9 @@ class TemperatureScalingLayer(keras.layers.Layer):
     """
 
     def __init__(self, temperature=1.0, from_logits=True, **kwargs):
+        # float32 even under mixed precision: a float16 softmax rounds confident
+        # probabilities to exactly 1, which is the over-confidence being corrected.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.temperature = _validation.check_temperature(temperature)
         self.from_logits = _validation.check_bool(from_logits, "from_logits")
@@ -565,11 +568,20 @@ def _to_numpy(array):
 
 
 def _as_tensors(probs, labels, sample_weight):
-    """Converts the inputs to tensors after checking that they are non-empty and
-    hold the same number of examples."""
+    """The inputs as tensors, after checking there are examples and usable weights.
+
+    Whether labels and weights match the predictions is checked where they meet
+    (`keras_kd._labels`, `_binning.flatten_weights`).
+    """
     probs = ops.convert_to_tensor(probs)
     labels = ops.convert_to_tensor(labels)
     if sample_weight is not None:
+        weights = _to_numpy(sample_weight)
+        if np.any(weights < 0) or not np.sum(weights) > 0:
+            raise ValueError(
+                f"`sample_weight` must be non-negative with a positive sum, got values in "
+                f"[{weights.min()}, {weights.max()}] summing to {weights.sum()}."
+            )
         sample_weight = ops.convert_to_tensor(sample_weight)
     if len(probs.shape) < 1 or probs.shape[0] == 0:
         raise ValueError(

@@ -119,7 +119,7 @@ class ECECallback(keras.callbacks.Callback):
         self._arrays, self._dataset = _check_validation_data(validation_data)
         self._direction_hints = None
         self._warned_overwrite = False
-        self._last_epoch = None  # (epoch, predictions, labels, weights), for "end"
+        self._last_epoch = None  # (epoch, predictions, labels), for the "end" diagram
 
     # -- Keras hooks ------------------------------------------------------------
 
@@ -150,13 +150,13 @@ class ECECallback(keras.callbacks.Callback):
                     f"reliability_epoch_{epoch + 1:03d}.png", epoch, predictions, labels
                 )
             else:
-                self._last_epoch = (epoch, predictions, labels, weights)
+                self._last_epoch = (epoch, predictions, labels)
 
     def on_train_end(self, logs=None):
         _unregister_direction_hints(self.model, self._direction_hints)
         self._direction_hints = None
         if self._last_epoch is not None:
-            epoch, predictions, labels, _ = self._last_epoch
+            epoch, predictions, labels = self._last_epoch
             self._save_diagram("reliability_final.png", epoch, predictions, labels)
             self._last_epoch = None
 
@@ -303,6 +303,10 @@ def _check_dataset_structure(dataset):
             f"`validation_data` looks unbatched: its elements {spec} have no common "
             f"batch dimension. Use `dataset.batch(batch_size)`."
         )
+    # Known empty: fail now rather than after a whole epoch of training. A size
+    # TensorFlow cannot know (after `filter`) is checked when the epoch ends.
+    if int(dataset.cardinality()) == 0:
+        raise ValueError("`validation_data` is empty: the dataset holds 0 batches.")
 
 
 def _check_dataset_against_model(dataset, model):

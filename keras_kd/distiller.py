@@ -334,6 +334,23 @@ class Distiller(keras.Model):
             return _without_training_only_logs(logs), state
         return _without_training_only_logs(result)
 
+    def evaluate(self, *args, **kwargs):
+        # Keras takes the final results from `get_metrics_result()` (read across
+        # replicas) only when its keys equal the test step's logs; otherwise it keeps
+        # the last step's logs, which under tf.distribute hold per-replica values of
+        # metrics such as ECE. So the training-only trackers leave both while evaluating.
+        self._evaluating = True
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._evaluating = False
+
+    def get_metrics_result(self):
+        result = super().get_metrics_result()
+        if getattr(self, "_evaluating", False):
+            return _without_training_only_logs(result)
+        return result
+
     # --- serialization ------------------------------------------------------------
 
     def get_config(self):

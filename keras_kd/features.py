@@ -179,9 +179,7 @@ def _unit(vectors):
 
 def _check_same_shape(teacher, student, what):
     shape_t, shape_s = tuple(teacher.shape), tuple(student.shape)
-    if len(shape_t) != len(shape_s) or any(
-        a is not None and b is not None and a != b for a, b in zip(shape_t, shape_s)
-    ):
+    if not _same_dims(shape_t, shape_s):
         raise ValueError(
             f"Teacher and student {what} must have the same shape, got {shape_t} "
             f"(teacher) and {shape_s} (student)."

@@ -59,6 +59,27 @@ def reference_calibration_error():
     return _reference_calibration_error
 
 
+class _CallCounter(keras.layers.Layer):
+    """Identity layer counting its executed calls in a non-trainable variable.
+
+    `assign_add` runs inside the compiled step, so it counts executions (under
+    `tf.function` and XLA too), not traces: proof of which models a step runs.
+    """
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, name="calls")
+
+    def call(self, inputs):
+        self.calls.assign_add(1.0)
+        return inputs
+
+
+@pytest.fixture
+def call_counter():
+    """The class of an identity layer whose `calls` variable counts its executed calls."""
+    return _CallCounter
+
+
 # --- Keras backends: `backends` and `gpu` markers ------------------------------------
 # tests/backend_neutral/ runs under every backend (tests/test_backends.py re-runs it
 # under JAX and PyTorch); a test there that needs one backend says so with a marker.

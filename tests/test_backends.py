@@ -141,10 +141,16 @@ def _installed_pairs():
 
 
 def _assert_tree_close(actual, expected, where, rtol=RTOL, atol=ATOL):
+    """Nested dicts and lists (of arrays of different shapes) compared leaf by leaf."""
     if isinstance(expected, dict):
         assert sorted(actual) == sorted(expected), where
         for key in expected:
             _assert_tree_close(actual[key], expected[key], f"{where}[{key!r}]", rtol, atol)
+        return
+    if isinstance(expected, list) and len({np.shape(leaf) for leaf in expected}) > 1:
+        assert len(actual) == len(expected), where
+        for index, (leaf, expected_leaf) in enumerate(zip(actual, expected)):
+            _assert_tree_close(leaf, expected_leaf, f"{where}[{index}]", rtol, atol)
         return
     np.testing.assert_allclose(
         np.asarray(actual, dtype=np.float64),
@@ -193,10 +199,20 @@ def _numpy_losses(arrays):
     }
 
 
+# At T = 20 the KL is ~1e-3, a difference of float32 log-probabilities, and T^2 = 400
+# scales its rounding (~1e-7) up to ~4e-5.
+LOSS_RTOL = {"virtual_teacher_loss_paper": 2e-4, "VirtualTeacherLoss": 2e-4}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_loss_matches_numpy(backend, numbers):
     expected = _numpy_losses(ref.inputs())
-    _assert_tree_close(_section(numbers, backend, "losses"), expected, f"losses on {backend}")
+    actual = _section(numbers, backend, "losses")
+    assert sorted(actual) == sorted(expected)
+    for name in expected:
+        _assert_tree_close(
+            actual[name], expected[name], f"{name} on {backend}", rtol=LOSS_RTOL.get(name, RTOL)
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -219,14 +235,17 @@ def test_ece_metric_and_functions_match_numpy(backend, numbers, reference_calibr
 
 def test_losses_and_ece_agree_across_backends(numbers):
     for backend in _installed_pairs():
-        for name in ("losses", "ece"):
+        reference = _section(numbers, "tensorflow", "losses")
+        for name, value in _section(numbers, backend, "losses").items():
             _assert_tree_close(
-                _section(numbers, backend, name),
-                _section(numbers, "tensorflow", name),
-                f"{name}: {backend} vs tensorflow",
-                rtol=1e-5,
-                atol=1e-6,
+                value, reference[name], f"{name}: {backend} vs tensorflow",
+                rtol=LOSS_RTOL.get(name, RTOL),
             )
+        _assert_tree_close(
+            _section(numbers, backend, "ece"),
+            _section(numbers, "tensorflow", "ece"),
+            f"ece: {backend} vs tensorflow",
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -266,7 +285,7 @@ def test_one_epoch_of_distillation_agrees_across_backends(numbers):
     """Same weights, data and order: TF's train_step and Keras' JAX/PyTorch train steps
     (through `compute_loss`) end the epoch with the same student, logs and predictions."""
     for backend in _installed_pairs():
-        for name in ("training", "cached_training"):
+        for name in ("training", "cached_training", "feature_training"):
             _assert_tree_close(
                 _section(numbers, backend, name),
                 _section(numbers, "tensorflow", name),

@@ -50,15 +50,22 @@ def _distiller(**kwargs):
     return keras_kd.Distiller(teacher=_classifier(), student=_classifier(), **kwargs)
 
 
-def _fit_on_cached_logits(num_teacher_classes):
+def _fit_on_cached_logits(num_teacher_classes, use_cache_function=False):
     student = _classifier(3)
     distiller = keras_kd.Distiller(teacher=_classifier(3), student=student, alpha=0.5)
     distiller.compile(
         optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-    x = np.zeros((8, NUM_FEATURES), "float32")
-    y = {LABELS: np.zeros(8, "int32"), TEACHER_LOGITS: _logits(8, num_teacher_classes)}
-    distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    x, labels = np.zeros((8, NUM_FEATURES), "float32"), np.zeros(8, "int32")
+    if use_cache_function:
+        # Logits cached from another teacher, with `num_teacher_classes` outputs.
+        cached = keras_kd.cache_teacher_logits(
+            _classifier(num_teacher_classes), (x, labels), batch_size=4, verbose=0
+        )
+        distiller.fit(cached, epochs=1, shuffle=False, verbose=0)
+    else:
+        y = {LABELS: labels, TEACHER_LOGITS: _logits(8, num_teacher_classes)}
+        distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
 
 
 class BadInput(NamedTuple):
@@ -330,6 +337,17 @@ BAD_INPUTS = [
         "`validation_data` is empty: it holds 0 examples",
     ),
     BadInput(
+        "validation_data",
+        "an empty tf.data.Dataset",
+        "ECECallback",
+        lambda: callbacks.ECECallback(
+            tf.data.Dataset.from_tensor_slices(
+                (np.zeros((0, NUM_FEATURES), "float32"), np.zeros((0,), "int32"))
+            ).batch(4)
+        ),
+        "`validation_data` is empty: the dataset holds 0 batches",
+    ),
+    BadInput(
         "logits",
         "probabilities (rows in [0, 1] summing to 1)",
         "TemperatureScaling.fit",
@@ -343,6 +361,14 @@ BAD_INPUTS = [
         lambda: _fit_on_cached_logits(num_teacher_classes=4),
         "Teacher logits (`y['teacher_logits']` when cached) of shape (4, 4) do not match "
         "the student's output shape (4, 3)",
+    ),
+    BadInput(
+        "y['teacher_logits']",
+        "cache_teacher_logits of a 4-class teacher, student with 3",
+        "Distiller.fit",
+        lambda: _fit_on_cached_logits(num_teacher_classes=4, use_cache_function=True),
+        "Teacher logits (`y['teacher_logits']` when cached) of shape (None, 4) do not match "
+        "the student's output shape (None, 3)",
     ),
 ]
 
@@ -431,6 +457,24 @@ def test_out_of_range_labels_stop_an_eager_distiller_before_any_update():
         distiller.fit(x, np.array([0, 1, 7, 2]), batch_size=4, epochs=1, verbose=0)
     for old, new in zip(before, student.get_weights()):
         np.testing.assert_array_equal(old, new)
+
+
+def test_empty_validation_data_of_unknown_size_fails_before_a_second_epoch():
+    # After `filter` TensorFlow cannot know the size: ECECallback finds out at the end
+    # of the first epoch and stops fit with the ValueError.
+    model = _classifier(3)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    empty = (
+        tf.data.Dataset.from_tensor_slices(
+            (np.zeros((4, NUM_FEATURES), "float32"), np.zeros((4,), "int32"))
+        )
+        .filter(lambda x, y: False)
+        .batch(4)
+    )
+    x, labels = np.zeros((8, NUM_FEATURES), "float32"), np.zeros(8, "int32")
+    with pytest.raises(ValueError, match="`validation_data` is empty"):
+        model.fit(x, labels, epochs=3, verbose=0, callbacks=[callbacks.ECECallback(empty)])
+    assert int(model.optimizer.iterations) == 1
 
 
 def test_rejected_temperature_fit_keeps_the_old_temperature():

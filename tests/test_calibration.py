@@ -116,6 +116,8 @@ def test_logits_one_hot_labels_and_uniform_weights_agree():
         (dict(binning="quantile"), "binning"),
         (dict(labels=[0, 1, 0]), "same number of examples"),
         (dict(sample_weight=[1.0]), "one weight per example"),
+        (dict(sample_weight=[1.0, -1.0]), "non-negative"),
+        (dict(sample_weight=[0.0, 0.0]), "positive sum"),
         (dict(probs=np.zeros((0, 2)), labels=np.zeros(0)), "N >= 1"),
         (dict(labels=[0, 5]), "Class indices"),
     ],
@@ -350,5 +352,5 @@ def test_reliability_diagram_without_matplotlib_says_how_to_install(monkeypatch)
 def test_no_warnings_on_a_normal_fit():
     logits, labels = _overconfident_case(1.3, n=1000)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", RuntimeWarning)
         TemperatureScaling().fit(logits, labels)

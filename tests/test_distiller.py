@@ -164,7 +164,8 @@ WEIGHTINGS = {
 @pytest.mark.parametrize("weighting", list(WEIGHTINGS))
 def test_logged_losses_match_numpy_with_weights_on_both_terms(weighting):
     temperature, alpha = 3.0, 0.7
-    teacher, student = make_mlp(1, hidden=32), make_mlp(2)
+    # Dropout in the teacher: its logits match NumPy only if it runs in inference mode.
+    teacher, student = make_mlp(1, hidden=32, dropout=0.5), make_mlp(2)
     teacher_logits, student_logits = predict(teacher, X), predict(student, X)
     distiller = Distiller(teacher=teacher, student=student, temperature=temperature, alpha=alpha)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss=sparse_logits_loss())
@@ -220,7 +221,9 @@ def test_jit_compile_true_and_false_agree():
         student = make_mlp(2)
         distiller = Distiller(teacher=make_mlp(1), student=student, temperature=3.0, alpha=0.6)
         distiller.compile(
-            optimizer=keras.optimizers.Adam(1e-2), loss=sparse_logits_loss(), jit_compile=jit_compile
+            optimizer=keras.optimizers.Adam(1e-2),
+            loss=sparse_logits_loss(),
+            jit_compile=jit_compile,
         )
         history = distiller.fit(X, Y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         results.append((history.history, weights_of(student)))
@@ -262,16 +265,15 @@ def test_evaluate_equals_the_students_own_evaluate(regularizer):
     distiller.fit(X, Y, batch_size=16, epochs=1, verbose=0)
     student.compile(optimizer="sgd", loss=sparse_logits_loss(), metrics=["accuracy"])
     weights = np.random.default_rng(4).uniform(0, 2, len(X))
-    for sample_weight in (None, weights):
-        ours = distiller.evaluate(
-            X, Y, sample_weight=sample_weight, batch_size=len(X), return_dict=True, verbose=0
-        )
-        own = student.evaluate(
-            X, Y, sample_weight=sample_weight, batch_size=len(X), return_dict=True, verbose=0
-        )
-        assert set(ours) == set(own) == {"loss", "accuracy"}
-        for key in own:
-            np.testing.assert_allclose(ours[key], own[key], rtol=1e-6)
+    ours = distiller.evaluate(
+        X, Y, sample_weight=weights, batch_size=len(X), return_dict=True, verbose=0
+    )
+    own = student.evaluate(
+        X, Y, sample_weight=weights, batch_size=len(X), return_dict=True, verbose=0
+    )
+    assert set(ours) == set(own) == {"loss", "accuracy"}
+    for key in own:
+        np.testing.assert_allclose(ours[key], own[key], rtol=1e-6)
     # And both are the student's cross-entropy (+ its penalty), recomputed in NumPy.
     hard = -np_log_softmax(predict(student, X))[np.arange(len(X)), Y]
     penalty = 0.0
@@ -289,16 +291,11 @@ def test_evaluate_and_predict_never_call_the_teacher():
         optimizer=keras.optimizers.SGD(0.1), loss=sparse_logits_loss(), metrics=["accuracy"]
     )
     calls_before_fit = counter.calls
-    history = distiller.fit(X, Y, batch_size=16, epochs=1, validation_data=(X, Y), verbose=0)
+    distiller.fit(X, Y, batch_size=16, epochs=1, verbose=0)
     assert counter.calls > calls_before_fit  # the counter sees the teacher in training
 
-    # Validation inside fit ran evaluate's step: no training-only keys there.
-    assert {"loss", "student_loss", "distillation_loss", "accuracy"} <= set(history.history)
-    assert {"val_loss", "val_accuracy"} <= set(history.history)
-    assert "val_student_loss" not in history.history
-    assert "val_distillation_loss" not in history.history
-
-    counter.fail = True  # any teacher forward from now on raises
+    # evaluate and predict trace their own functions now: a teacher forward would raise.
+    counter.fail = True
     calls_after_fit = counter.calls
     logs = distiller.evaluate(X, Y, batch_size=16, return_dict=True, verbose=0)
     assert set(logs) == {"loss", "accuracy"}
@@ -306,6 +303,14 @@ def test_evaluate_and_predict_never_call_the_teacher():
     np.testing.assert_allclose(predictions, predict(distiller.student, X), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(distiller(X)), predictions, rtol=1e-6, atol=1e-6)
     assert counter.calls == calls_after_fit
+
+    # Validation inside fit runs evaluate's step: no training-only keys there.
+    counter.fail = False
+    history = distiller.fit(X, Y, batch_size=16, epochs=1, validation_data=(X, Y), verbose=0)
+    assert {"loss", "student_loss", "distillation_loss", "accuracy"} <= set(history.history)
+    assert {"val_loss", "val_accuracy"} <= set(history.history)
+    assert "val_student_loss" not in history.history
+    assert "val_distillation_loss" not in history.history
 
 
 # --- saving --------------------------------------------------------------------------
@@ -357,9 +362,7 @@ def test_model_checkpoint_during_fit(tmp_path):
     fresh.build((None, NUM_FEATURES))
     fresh.load_weights(weights_path)
     np.testing.assert_array_equal(predict(fresh, X), expected)
-    np.testing.assert_array_equal(
-        predict(fresh.teacher, X), predict(distiller.teacher, X)
-    )
+    np.testing.assert_array_equal(predict(fresh.teacher, X), predict(distiller.teacher, X))
 
 
 # --- ensembles and softmax outputs ----------------------------------------------------
@@ -529,14 +532,19 @@ def test_precomputed_teacher_logits_train_like_the_live_teacher():
     teacher = make_mlp(1, hidden=32, extra_layers=[counter])
     teacher_logits = predict(teacher, X).astype("float32")
     results = []
-    for targets in (Y, {keras_kd.distiller.LABELS: Y, keras_kd.distiller.TEACHER_LOGITS: teacher_logits}):
+    for targets in (
+        Y,
+        {keras_kd.distiller.LABELS: Y, keras_kd.distiller.TEACHER_LOGITS: teacher_logits},
+    ):
         student = make_mlp(2)
         distiller = Distiller(teacher=teacher, student=student, temperature=3.0, alpha=0.7)
         distiller.compile(optimizer=keras.optimizers.Adam(1e-2), loss=sparse_logits_loss())
         calls = counter.calls
         history = distiller.fit(X, targets, batch_size=16, epochs=2, shuffle=False, verbose=0)
         results.append((history.history, weights_of(student), counter.calls - calls))
-    (live_history, live_weights, live_calls), (cached_history, cached_weights, cached_calls) = results
+    (live_history, live_weights, live_calls), (cached_history, cached_weights, cached_calls) = (
+        results
+    )
     assert live_calls > 0 and cached_calls == 0
     for key in ("loss", "student_loss", "distillation_loss"):
         np.testing.assert_allclose(cached_history[key], live_history[key], rtol=1e-5)
@@ -575,8 +583,9 @@ def test_distilled_student_beats_the_same_student_on_labels_alone():
 
     The teacher learns from 2000 labelled examples; the student sees either the 40
     labels it would have alone, or the teacher's soft targets (T = 2, alpha = 1) on
-    2000 unlabelled inputs. Over seeds 0-3 the margin was 9.5 to 20.9 points
-    (teacher ~97.5 %, distilled ~94 %, labels alone 74-84 %); we require 5.
+    2000 unlabelled inputs. With data and model seeds 0-5 the margin was 5.7 to 20.9
+    points (teacher ~97.5 %, distilled 93-95 %, labels alone 74-88 %); seed 0 gives
+    11.8 and we require 5.
     """
     rng = np.random.default_rng(0)
     x_teacher, y_teacher = _mixture_sample(2000, rng)

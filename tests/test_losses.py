@@ -251,9 +251,7 @@ def test_distillation_loss_zero_when_student_equals_teacher_up_to_shift():
 def test_distillation_loss_sample_weight():
     teacher, student = random_logits(7, (6, 5)), random_logits(8, (6, 5))
     weights = np.array([0.0, 1.0, 2.0, 0.5, 0.0, 3.0], "float32")
-    value, gradient = value_and_grad(
-        DistillationLoss(2.0), teacher, student, sample_weight=weights
-    )
+    value, gradient = value_and_grad(DistillationLoss(2.0), teacher, student, sample_weight=weights)
     per_example = np_distillation(teacher, student, 2.0)
     # Keras' "sum_over_batch_size": sum of weighted losses over the batch size.
     np.testing.assert_allclose(value, np.sum(weights * per_example) / 6, rtol=1e-5)
@@ -329,7 +327,9 @@ def test_label_smoothing_zero_is_cross_entropy():
         np.mean(cross_entropy),
         rtol=1e-5,
     )
-    np.testing.assert_allclose(np.asarray(losses.cross_entropy(labels, logits)), cross_entropy, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(losses.cross_entropy(labels, logits)), cross_entropy, rtol=1e-5
+    )
     np.testing.assert_allclose(
         float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)),
         np.mean(cross_entropy),
@@ -340,7 +340,9 @@ def test_label_smoothing_zero_is_cross_entropy():
 def test_label_smoothing_extreme_and_float16_logits():
     logits = np.array([[1e4, -1e4, 0.0], [30.0, -30.0, -30.0]], "float16")
     labels = np.array([1, 2])
-    value, gradient = value_and_grad(LabelSmoothingLoss(0.1, from_logits=True), labels, logits, "float16")
+    value, gradient = value_and_grad(
+        LabelSmoothingLoss(0.1, from_logits=True), labels, logits, "float16"
+    )
     one_hot = np_one_hot(labels, 3)
     np.testing.assert_allclose(
         value, np.mean(np_smoothed_cross_entropy(one_hot, logits, 0.1)), rtol=1e-3
@@ -387,7 +389,10 @@ def test_virtual_teacher_reference_mode_matches_authors_code(temperature, alpha,
     logits = random_logits(22, (16, 10))
     labels = np.random.default_rng(23).integers(0, 10, 16)
     loss = VirtualTeacherLoss(
-        correct_prob=0.99, temperature=temperature, alpha=alpha, mode="reference",
+        correct_prob=0.99,
+        temperature=temperature,
+        alpha=alpha,
+        mode="reference",
         multiplier=multiplier,
     )
     value, gradient = value_and_grad(loss, labels, logits)
@@ -409,7 +414,9 @@ def test_virtual_teacher_modes_differ_and_accept_one_hot():
     reference = VirtualTeacherLoss(0.99, 20.0, 0.5, mode="reference")
     assert abs(float(paper(labels, logits)) - float(reference(labels, logits))) > 1e-2
     one_hot = np_one_hot(labels, 10).astype("float32")
-    np.testing.assert_allclose(float(paper(one_hot, logits)), float(paper(labels, logits)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(paper(one_hot, logits)), float(paper(labels, logits)), rtol=1e-6
+    )
     np.testing.assert_allclose(
         float(reference(labels.reshape(-1, 1), logits)), float(reference(labels, logits)), rtol=1e-6
     )
@@ -447,9 +454,7 @@ def test_logit_matching_value_and_gradient(scale):
     # The centred difference d is orthogonal to constants, so d/ds of 0.5 mean_k d^2 is d / K.
     t, s = teacher.astype(np.float64), student.astype(np.float64)
     centred_difference = (s - s.mean(-1, keepdims=True)) - (t - t.mean(-1, keepdims=True))
-    np.testing.assert_allclose(
-        gradient, centred_difference / 8 / 6, rtol=1e-4, atol=1e-6 * scale
-    )
+    np.testing.assert_allclose(gradient, centred_difference / 8 / 6, rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_logit_matching_ignores_per_example_shifts():

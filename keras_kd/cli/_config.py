@@ -76,6 +76,8 @@ class ReproduceConfig:
     epochs: int = 60
     batch_size: int = 64
     learning_rate: float = 1e-3
+    teacher_shift_pixels: int = 1
+    student_shift_pixels: int = 0
 
     teacher_filters: int = 32
     teacher_units: int = 128

@@ -223,11 +223,19 @@ class _SeedRunner:
         kwargs = {"name": name} if name else {}
         return build(self.dataset.input_shape, self.dataset.num_classes, self.config, **kwargs)
 
+    def _shift_pixels(self, build):
+        # Augmentation follows the architecture: the CNN uses translations, the MLP
+        # student cannot (it has no notion of neighbouring pixels).
+        if build is _models.build_teacher:
+            return self.config.teacher_shift_pixels
+        return self.config.student_shift_pixels
+
     def _optimizer(self):
         return keras.optimizers.Adam(learning_rate=self.config.learning_rate)
 
-    def _fit(self, model, steps=None):
-        """Trains for `config.epochs` epochs, or for `steps` batches only."""
+    def _fit(self, model, shift_pixels, steps=None):
+        """Trains for `config.epochs` epochs, or for `steps` batches only, on images
+        randomly translated by up to `shift_pixels`."""
         import tensorflow as tf
 
         config = self.config
@@ -237,7 +245,10 @@ class _SeedRunner:
         # cost more than the small models' own compute. Reshuffled every pass, with
         # the row's seed, so every row of a seed sees the same batches.
         batches = batches.shuffle(num_examples, seed=self.seed, reshuffle_each_iteration=True)
-        batches = batches.repeat(1 if steps else config.epochs).batch(config.batch_size)
+        batches = batches.repeat(1 if steps else config.epochs)
+        if shift_pixels:
+            batches = batches.enumerate().map(_random_shift(shift_pixels, self.seed))
+        batches = batches.batch(config.batch_size)
         if steps:
             batches = batches.take(steps)
         start = time.perf_counter()
@@ -249,7 +260,7 @@ class _SeedRunner:
         model = self._build(build)
         model.compile(optimizer=self._optimizer(), loss=loss,
                       steps_per_execution=_STEPS_PER_EXECUTION)
-        return model, self._fit(model, steps)
+        return model, self._fit(model, self._shift_pixels(build), steps)
 
     def distil(self, teacher, build, temperature, alpha, **distiller_kwargs):
         """A model of `build`'s architecture distilled from `teacher`; (model, seconds)."""
@@ -263,7 +274,7 @@ class _SeedRunner:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             steps_per_execution=_STEPS_PER_EXECUTION,
         )
-        return student, self._fit(distiller)
+        return student, self._fit(distiller, self._shift_pixels(build))
 
     def measure(self, model):
         """Test metrics, plus temperature scaling fitted on the validation split."""
@@ -322,6 +333,24 @@ class _SeedRunner:
         if seconds is not None:
             line += f"  {seconds:.1f} s"
         self.log(line)
+
+
+def _random_shift(pixels, seed):
+    """A tf.data map translating each image by up to `pixels` in each direction
+    (zero padding, then a random crop back to the original size).
+
+    Stateless randomness keyed on (seed, example position) keeps the augmentation
+    repeatable whatever the threading.
+    """
+    import tensorflow as tf
+
+    def shift(position, example):
+        image, label = example
+        padded = tf.pad(image, [[pixels, pixels], [pixels, pixels], [0, 0]])
+        crop_seed = tf.stack([tf.constant(seed, tf.int64), position])
+        return tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed), label
+
+    return shift
 
 
 def _predict(model, x):

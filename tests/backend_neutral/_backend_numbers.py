@@ -5,8 +5,8 @@ Run once per backend on the same inputs:
     KERAS_BACKEND=jax python tests/backend_neutral/_backend_numbers.py INPUTS.npz OUT.json
 
 It writes every loss, the ECE metric and the calibration functions on fixed logits, and
-one epoch of distillation (live and from cached teacher logits) from fixed initial
-weights, as JSON. A section that raises is written as its traceback under "errors", so
+one epoch of distillation (live, from cached teacher logits, and with a feature hint)
+from fixed initial weights, as JSON. A section that raises is written as its traceback under "errors", so
 one broken feature fails its own test, not all of them.
 """
 
@@ -21,8 +21,9 @@ import numpy as np
 from keras import ops
 
 import keras_kd
-from keras_kd import callbacks
 from keras_kd import calibration
+from keras_kd import callbacks
+from keras_kd import features
 from keras_kd import losses
 from keras_kd import metrics
 from keras_kd import teacher_cache
@@ -66,12 +67,14 @@ def build_models(arrays):
     return teacher, student
 
 
-def compiled_distiller(teacher, student):
+def compiled_distiller(teacher, student, jit_compile="auto"):
+    """The reference Distiller (T, alpha of `_backend_reference`), SGD, with an ECE metric."""
     distiller = keras_kd.Distiller(teacher, student, temperature=ref.TEMPERATURE, alpha=ref.ALPHA)
     distiller.compile(
         optimizer=keras.optimizers.SGD(learning_rate=ref.LEARNING_RATE),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[metrics.ExpectedCalibrationError(num_bins=NUM_BINS, from_logits=True)],
+        jit_compile=jit_compile,
     )
     return distiller
 
@@ -193,11 +196,38 @@ def cached_training_numbers(arrays):
     }
 
 
+def feature_training_numbers(arrays):
+    """One epoch with a FitNets hint between the hidden layers (8 -> 12 units, so a
+    projection is trained too), from fixed weights for the projection as well."""
+    x, labels, weights = arrays["x"], arrays["labels"], arrays["sample_weight"]
+    teacher, student = build_models(arrays)
+    pair = features.FeaturePair("teacher_hidden", "student_hidden", loss="mse", weight=0.5)
+    distiller = keras_kd.Distiller(
+        teacher, student, temperature=ref.TEMPERATURE, alpha=ref.ALPHA, feature_pairs=[pair]
+    )
+    projection = distiller.feature_projections[pair.name]
+    projection.set_weights([arrays["projection_kernel"], arrays["projection_bias"]])
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=ref.LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = distiller.fit(
+        x, labels, sample_weight=weights, batch_size=ref.BATCH_SIZE, epochs=1, shuffle=False,
+        verbose=0,
+    )
+    return {
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "student_weights": [_numpy(w) for w in student.get_weights()],
+        "projection_weights": [_numpy(w) for w in projection.get_weights()],
+    }
+
+
 SECTIONS = {
     "losses": loss_numbers,
     "ece": ece_numbers,
     "training": training_numbers,
     "cached_training": cached_training_numbers,
+    "feature_training": feature_training_numbers,
 }
 
 

@@ -141,6 +141,9 @@ def inputs(seed=7):
         "student_b1": normal(STUDENT_UNITS, scale=0.1),
         "student_w2": normal(STUDENT_UNITS, NUM_CLASSES, scale=0.5),
         "student_b2": normal(NUM_CLASSES, scale=0.1),
+        # FitNets' regressor from the student's hidden layer to the teacher's.
+        "projection_kernel": normal(STUDENT_UNITS, TEACHER_UNITS, scale=0.3),
+        "projection_bias": normal(TEACHER_UNITS, scale=0.1),
     }
     # Labels the teacher mostly gets right (a quarter flipped at random), so the
     # distilled student ranks them better than chance and a finite temperature fits.

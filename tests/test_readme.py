@@ -1,0 +1,59 @@
+"""README.md opens with the two commands, and CI runs exactly the README's test command."""
+
+import configparser
+import os
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCED_BLOCK = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def fenced_blocks(text):
+    return [block.strip() for block in FENCED_BLOCK.findall(text)]
+
+
+def readme_commands():
+    """The first two fenced code blocks of README.md, each one command line."""
+    blocks = fenced_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(blocks) >= 2, "README.md must open with two fenced commands"
+    return blocks[:2]
+
+
+def extras(command):
+    return set(re.findall(r"\.\[([\w,-]+)\]", command)[0].split(",")) if "[" in command else set()
+
+
+def test_readme_opens_with_two_commands():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block_at = text.index("```")
+    # Nothing but the title and a short line before the first command.
+    assert len(text[:first_block_at].strip().splitlines()) <= 4
+    commands = readme_commands()
+    for command in commands:
+        assert len(command.splitlines()) == 1, f"not a single command line: {command!r}"
+        assert command.startswith("python3 -m venv"), "works on a fresh machine: makes its venv"
+    reproduce = [c for c in commands if "keras-kd reproduce" in c]
+    tests = [c for c in commands if "pytest" in c]
+    assert len(reproduce) == 1 and len(tests) == 1 and reproduce != tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test_command = next(c for c in readme_commands() if "pytest" in c)
+    ci_script = ROOT / ".ci" / "run"
+    lines = [line.strip() for line in ci_script.read_text(encoding="utf-8").splitlines()]
+    assert test_command in lines, f"{test_command!r} is not a line of .ci/run"
+    assert os.access(ci_script, os.X_OK), ".ci/run must be executable"
+    # pytest's "no tests collected" (exit code 5) is handled, not passed off as green.
+    assert re.search(r"\brc\b.*\b5\b", ci_script.read_text(encoding="utf-8"))
+
+
+def test_readme_commands_name_real_extras_and_entry_point():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    declared_extras = set(config["options.extras_require"])
+    for command in readme_commands():
+        assert extras(command) <= declared_extras, (extras(command), declared_extras)
+    scripts = config["options.entry_points"]["console_scripts"]
+    assert re.search(r"^\s*keras-kd\s*=\s*keras_kd\.cli:main\s*$", scripts, re.MULTILINE)
+    assert "pytest" in config["options.extras_require"]["test"]
