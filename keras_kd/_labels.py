@@ -108,4 +108,7 @@ def _eager_values(tensor):
         import jax
 
         return None if isinstance(tensor, jax.core.Tracer) else np.asarray(tensor)
+    if backend == "torch":
+        # Only host tensors: reading a GPU tensor would sync the device every step.
+        return tensor.detach().numpy() if tensor.device.type == "cpu" else None
     return ops.convert_to_numpy(tensor)

@@ -11,6 +11,7 @@ inputs the teacher did not see.
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 
@@ -29,6 +30,8 @@ _FORMAT = "keras_kd.teacher_logits/1"
 # `tf.strings.to_hash_bucket_fast` takes a bucket count; the largest int64 keeps all
 # 63 bits of FarmHash's fingerprint.
 _FINGERPRINT_BUCKETS = 2**63 - 1
+# Per-batch fingerprints: cheap enough to check every batch (see `_input_fingerprint`).
+_FULL_HASH_VALUES_PER_ROW = 4096
 _SAMPLED_VALUES_PER_ROW = 16
 
 
@@ -173,21 +176,37 @@ def _unpack(element):
 
 
 def _input_fingerprint(x, batch_index):
-    """A 63-bit FarmHash of a batch's inputs `x`: all their bytes for the first batch
-    of a pass, a sample of every row for the others.
+    """A 63-bit FarmHash of a batch's inputs `x`.
 
-    Hashing every byte of every batch would cost about 100 ms of CPU per 37 MiB
-    ImageNet batch. The sample (the shapes and `_SAMPLED_VALUES_PER_ROW` evenly spaced
-    values of each row) shows any reordering of rows and any change to whole inputs;
-    the full hash of each pass's first batch shows augmentation that touches few
-    values (cutout), since augmentation applies to every batch.
+    Inputs of at most `_FULL_HASH_VALUES_PER_ROW` values per example are hashed whole.
+    Larger ones (images) would cost about 100 ms of CPU per 37 MiB ImageNet batch, so
+    they are hashed whole in the first batch of each pass, and by a sample in the
+    others: the shapes and `_SAMPLED_VALUES_PER_ROW` evenly spaced values of each row,
+    which show any reordering of rows and any change to whole inputs. Augmentation that
+    touches few values (cutout) applies to every batch, so the first batch shows it.
     """
     leaves = tf.nest.flatten(x, expand_composites=True)
+    if all(_values_per_row(leaf) <= _FULL_HASH_VALUES_PER_ROW for leaf in leaves):
+        return _hash(leaves)
     return tf.cond(
         tf.equal(batch_index, 0),
         lambda: _hash(leaves),
         lambda: _hash([part for leaf in leaves for part in (tf.shape(leaf), _row_sample(leaf))]),
     )
+
+
+def _values_per_row(leaf):
+    """Values per example, from the static shape; infinite when unknown."""
+    if leaf.shape.rank is None:
+        return math.inf
+    if leaf.shape.rank == 0:
+        return 1
+    values = 1
+    for dim in leaf.shape[1:]:
+        if dim is None:
+            return math.inf
+        values *= dim
+    return values
 
 
 def _row_sample(leaf):
@@ -199,8 +218,9 @@ def _row_sample(leaf):
 
 
 def _hash(tensors):
-    serialized = tf.strings.join([tf.io.serialize_tensor(tensor) for tensor in tensors])
-    return tf.strings.to_hash_bucket_fast(serialized, _FINGERPRINT_BUCKETS)
+    serialized = [tf.io.serialize_tensor(tensor) for tensor in tensors]
+    joined = serialized[0] if len(serialized) == 1 else tf.strings.join(serialized)
+    return tf.strings.to_hash_bucket_fast(joined, _FINGERPRINT_BUCKETS)
 
 
 def _fingerprinted(dataset):
@@ -310,18 +330,18 @@ def _attach(dataset, cache, key):
     def attach(element, stored_batch):
         x, y, sample_weight = _unpack(element)
         batch_logits, fingerprint, index = stored_batch
-        in_cache = tf.debugging.Assert(
-            fingerprint >= 0,
-            [f"keras_kd.cache_teacher_logits: `data` now has more than the {num_batches} "
-             "batches that were cached."],
+        # One unguarded Assert: `tf.debugging.Assert` wraps itself in a `cond`, which
+        # costs more than the check. The sentinel's -1 matches no real fingerprint.
+        same_inputs = tf.raw_ops.Assert(
+            condition=tf.equal(_input_fingerprint(x, index), fingerprint),
+            data=[
+                "keras_kd.cache_teacher_logits: this batch's inputs differ from those the "
+                "teacher saw (random augmentation, reshuffling before batching, or data "
+                f"changed or grown since caching; {num_batches} batches were cached), so "
+                "its cached logits are stale; batch index:",
+                index,
+            ],
         )
-        with tf.control_dependencies([in_cache]):
-            same_inputs = tf.debugging.Assert(
-                tf.equal(_input_fingerprint(x, index), fingerprint),
-                ["keras_kd.cache_teacher_logits: this batch's inputs differ from those the "
-                 "teacher saw (random augmentation, or reshuffling before batching), so "
-                 "its cached logits are stale; batch index:", index],
-            )
         with tf.control_dependencies([same_inputs]):
             targets = {key: tf.identity(batch_logits)}
         if y is not None:

@@ -34,7 +34,8 @@ def _mlp(hidden_units, name, depth=1, input_dim=5, activation="relu"):
 
 def _convnet(channels, name, batch_norm=False):
     inputs = keras.Input((6, 6, 2))
-    hidden = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv")(inputs)
+    conv = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv")
+    hidden = conv(inputs)
     if batch_norm:
         hidden = keras.layers.BatchNormalization(name="bn")(hidden)
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(hidden)
@@ -59,6 +60,16 @@ def _compiled(distiller, learning_rate=0.0, **kwargs):
         **kwargs,
     )
     return distiller
+
+
+def _hidden_pair():
+    return [FeaturePair("hidden", "hidden")]
+
+
+def _mlp_distiller(student=None, pairs=None):
+    student = _mlp(4, "student") if student is None else student
+    pairs = _hidden_pair() if pairs is None else pairs
+    return keras_kd.Distiller(_mlp(6, "teacher"), student, feature_pairs=pairs)
 
 
 def _relu_dense(x, layer):
@@ -219,7 +230,10 @@ def test_no_projection_when_shapes_match_or_for_attention():
     distiller = keras_kd.Distiller(
         _convnet(8, "teacher"),
         _convnet(3, "student"),
-        feature_pairs=[FeaturePair("conv", "conv", loss="attention"), FeaturePair("logits", "logits")],
+        feature_pairs=[
+            FeaturePair("conv", "conv", loss="attention"),
+            FeaturePair("logits", "logits"),
+        ],
     )
     assert distiller.feature_projections == {}
 
@@ -227,7 +241,7 @@ def test_no_projection_when_shapes_match_or_for_attention():
 def test_exported_student_has_no_projection_weights(tmp_path):
     teacher, student = _mlp(6, "teacher"), _mlp(4, "student")
     student_weight_ids = [id(w) for w in student.weights]
-    distiller = keras_kd.Distiller(teacher, student, feature_pairs=[FeaturePair("hidden", "hidden")])
+    distiller = keras_kd.Distiller(teacher, student, feature_pairs=_hidden_pair())
     projection_ids = {id(w) for w in distiller.feature_projections["hidden"].weights}
     assert [id(w) for w in distiller.student.weights] == student_weight_ids
     assert not projection_ids & set(student_weight_ids)
@@ -392,7 +406,8 @@ def test_one_teacher_and_one_student_forward_per_step(run_eagerly):
 
 
 def test_student_batch_norm_updates_through_the_feature_forward():
-    teacher, student = _convnet(8, "teacher", batch_norm=True), _convnet(3, "student", batch_norm=True)
+    teacher = _convnet(8, "teacher", batch_norm=True)
+    student = _convnet(3, "student", batch_norm=True)
     distiller = _compiled(
         keras_kd.Distiller(teacher, student, feature_pairs=[FeaturePair("bn", "bn")]),
         learning_rate=0.01,
@@ -434,7 +449,8 @@ def test_sequential_teacher_and_student():
 
 
 def test_save_load_round_trip_restores_projections(tmp_path):
-    teacher, student = _convnet(8, "teacher", batch_norm=True), _convnet(3, "student", batch_norm=True)
+    teacher = _convnet(8, "teacher", batch_norm=True)
+    student = _convnet(3, "student", batch_norm=True)
     pairs = [FeaturePair("conv", "conv", weight=0.5), FeaturePair("bn", "bn", loss="attention")]
     distiller = _compiled(keras_kd.Distiller(teacher, student, feature_pairs=pairs), 0.05)
     initial_kernel = distiller.feature_projections["conv"].kernel.numpy()
@@ -462,10 +478,11 @@ def test_save_load_round_trip_restores_projections(tmp_path):
 
 
 def test_unknown_layer_lists_the_available_names():
-    with pytest.raises(ValueError, match=r"`student_layer`='nope'.*\['input_layer.*'hidden', 'logits'\]"):
-        keras_kd.Distiller(_mlp(6, "teacher"), _mlp(4, "student"), feature_pairs=[FeaturePair("hidden", "nope")])
+    listed = r"`student_layer`='nope'.*\['input_layer.*'hidden', 'logits'\]"
+    with pytest.raises(ValueError, match=listed):
+        _mlp_distiller(pairs=[FeaturePair("hidden", "nope")])
     with pytest.raises(ValueError, match=r"`teacher_layer`='nope' is not a layer of the teacher"):
-        keras_kd.Distiller(_mlp(6, "teacher"), _mlp(4, "student"), feature_pairs=[FeaturePair("nope", "hidden")])
+        _mlp_distiller(pairs=[FeaturePair("nope", "hidden")])
 
 
 class _SubclassedStudent(keras.Model):
@@ -482,30 +499,25 @@ def test_subclassed_model_is_rejected_with_the_workaround():
     student = _SubclassedStudent()
     student(np.zeros((1, 5), "float32"))
     with pytest.raises(ValueError, match="subclassed model.*Wrap it into a Functional model"):
-        keras_kd.Distiller(_mlp(6, "teacher"), student, feature_pairs=[FeaturePair("hidden", "hidden")])
+        _mlp_distiller(student)
     # Without feature pairs a subclassed student is fine.
     keras_kd.Distiller(_mlp(6, "teacher"), student)
 
 
 def test_unbuilt_sequential_is_rejected():
-    student = keras.Sequential([keras.layers.Dense(4, name="hidden"), keras.layers.Dense(NUM_CLASSES)])
+    student = keras.Sequential([keras.layers.Dense(4, name="hidden"), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="no input shape yet.*keras.Input"):
-        keras_kd.Distiller(_mlp(6, "teacher"), student, feature_pairs=[FeaturePair("hidden", "hidden")])
+        _mlp_distiller(student)
 
 
 def test_ensemble_teacher_is_rejected():
-    with pytest.raises(ValueError, match="feature_pairs need a single teacher, got an ensemble of 2"):
-        keras_kd.Distiller(
-            [_mlp(6, "teacher_a"), _mlp(6, "teacher_b")],
-            _mlp(4, "student"),
-            feature_pairs=[FeaturePair("hidden", "hidden")],
-        )
+    ensemble = [_mlp(6, "teacher_a"), _mlp(6, "teacher_b")]
+    with pytest.raises(ValueError, match="need a single teacher, got an ensemble of 2"):
+        keras_kd.Distiller(ensemble, _mlp(4, "student"), feature_pairs=_hidden_pair())
 
 
 def test_cached_teacher_logits_are_rejected():
-    distiller = _compiled(
-        keras_kd.Distiller(_mlp(6, "teacher"), _mlp(4, "student"), feature_pairs=[FeaturePair("hidden", "hidden")])
-    )
+    distiller = _compiled(_mlp_distiller())
     x, y = _data()
     targets = {
         distiller_module.LABELS: y,
@@ -522,7 +534,7 @@ def test_cached_teacher_logits_are_rejected():
         ([("hidden", "hidden")], r"`feature_pairs\[0\]` must be a keras_kd.FeaturePair"),
         ([FeaturePair("hidden", "hidden"), FeaturePair("hidden", "hidden", loss="cosine")],
          r"distinct.*\['hidden'\]"),
-        ([FeaturePair("hidden", "hidden", loss="attention")], "loss='attention' needs spatial features"),
+        ([FeaturePair("hidden", "hidden", loss="attention")], "'attention' needs spatial features"),
         ([FeaturePair("hidden", "conv")], "cannot be matched by a projection"),
     ],
 )
@@ -543,9 +555,8 @@ def test_attention_needs_equal_spatial_sizes():
     student = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(pooled))
     for loss in ("attention", "mse"):
         with pytest.raises(ValueError, match="spatial size"):
-            keras_kd.Distiller(
-                _convnet(8, "teacher"), student, feature_pairs=[FeaturePair("conv", "conv", loss=loss)]
-            )
+            pairs = [FeaturePair("conv", "conv", loss=loss)]
+            keras_kd.Distiller(_convnet(8, "teacher"), student, feature_pairs=pairs)
 
 
 # --- hints and a thin deep student ------------------------------------------------------
@@ -556,12 +567,13 @@ def _task_teacher():
     # true representation: 32 ReLUs on 8 inputs, 4 classes (largest class ~31 %).
     keras.utils.set_random_seed(100)
     inputs = keras.Input((8,))
-    hidden = keras.layers.Dense(
-        32, activation="relu", name="hidden", kernel_initializer=keras.initializers.RandomNormal(stddev=0.5)
-    )(inputs)
-    logits = keras.layers.Dense(
-        4, name="logits", kernel_initializer=keras.initializers.RandomNormal(stddev=0.5)
-    )(hidden)
+    def normal():  # one initializer per layer: an instance reused repeats its draws
+        return keras.initializers.RandomNormal(stddev=0.5)
+
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden", kernel_initializer=normal())(
+        inputs
+    )
+    logits = keras.layers.Dense(4, name="logits", kernel_initializer=normal())(hidden)
     return keras.Model(inputs, logits, name="teacher")
 
 

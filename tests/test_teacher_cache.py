@@ -365,6 +365,32 @@ def test_rows_reordered_in_a_later_batch_fail_the_epoch():
         collect(cached)
 
 
+@pytest.mark.parametrize(
+    "change, failing_batch",
+    [("reverse_rows_of_batch_1", 1), ("one_value_in_every_batch", 0)],
+)
+def test_large_inputs_are_checked_by_sample_and_first_batch_in_full(change, failing_batch):
+    # 4200 values per example: later batches are checked by a sample of each row, the
+    # first batch of each pass by all its bytes (a cutout-like change of one value).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(24, 4200)).astype("float32")
+    active = tf.Variable(False)
+
+    def changed(index, inputs):
+        if change == "reverse_rows_of_batch_1":
+            return tf.where(active & tf.equal(index, 1), tf.reverse(inputs, [0]), inputs)
+        bump = tf.scatter_nd([[0, 4199]], [1.0], tf.shape(inputs))
+        return tf.where(active, inputs + bump, inputs)
+
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(8).enumerate().map(changed)
+    teacher = keras.Sequential([keras.Input((4200,)), keras.layers.Dense(3)])
+    cached = cache_teacher_logits(teacher, dataset, verbose=0)
+    collect(cached)
+    active.assign(True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"batch index:\] \[{failing_batch}\]"):
+        collect(cached)
+
+
 def test_data_that_grew_after_caching_fails_the_epoch():
     x, y, _ = arrays()
     limit = tf.Variable(3 * BATCH_SIZE, dtype=tf.int64)  # 3 full batches, then 4
@@ -372,7 +398,7 @@ def test_data_that_grew_after_caching_fails_the_epoch():
     dataset = dataset.filter(lambda index, _: index < limit).map(lambda _, e: e).batch(BATCH_SIZE)
     cached = cache_teacher_logits(dense_teacher(1), dataset, verbose=0)
     limit.assign(NUM_SAMPLES)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="more than the 3 batches"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="3 batches were cached"):
         collect(cached)
 
 

@@ -73,19 +73,19 @@ class ReproduceConfig:
 
     seeds: int = 3
     first_seed: int = 0
-    epochs: int = 60
+    epochs: int = 80
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     teacher_shift_pixels: int = 1
     student_shift_pixels: int = 0
 
     teacher_filters: int = 32
     teacher_units: int = 128
     teacher_dropout: float = 0.3
-    student_units: int = 16
+    student_units: int = 32
 
-    kd_temperature: float = 4.0
-    kd_alpha: float = 0.9
+    kd_temperature: float = 2.0
+    kd_alpha: float = 0.5
     smoothing: float = 0.1
     tfkd_correct_prob: float = 0.9
     tfkd_temperature: float = 20.0

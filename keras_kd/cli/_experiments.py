@@ -6,6 +6,7 @@ only in their objective and the comparisons between rows are paired.
 """
 
 import dataclasses
+import math
 import time
 
 import keras
@@ -184,15 +185,13 @@ def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
                                    config.kd_temperature, config.kd_alpha)
     add("ls_teacher_kd", model, seconds, ls_teacher_measurement)
 
-    if hasattr(keras_kd, "FeaturePair"):  # TEMPORARY until feature distillation lands.
-        model, seconds = runner.distil(
-            teacher, _models.build_student, config.kd_temperature, config.kd_alpha,
-            feature_pairs=[keras_kd.FeaturePair(
-                _models.PENULTIMATE, _models.PENULTIMATE, loss="mse",
-                weight=config.hint_weight, name="hint",
-            )],
-        )
-        add("fitnets", model, seconds, teacher_measurement)
+    # FitNets' regressor (a Dense layer the Distiller adds, as the widths differ)
+    # maps the student's penultimate layer onto the teacher's.
+    hint = keras_kd.FeaturePair(_models.PENULTIMATE, _models.PENULTIMATE, loss="mse",
+                                weight=config.hint_weight, name="hint")
+    model, seconds = runner.distil(teacher, _models.build_student, config.kd_temperature,
+                                   config.kd_alpha, feature_pairs=[hint])
+    add("fitnets", model, seconds, teacher_measurement)
 
     artifacts = {}
     if keep_artifacts:
@@ -203,7 +202,7 @@ def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
                 for row, model in (("student", student), ("label_smoothing", label_smoothing))
             },
         }
-    return [records[row] for row in ROWS if row in records], artifacts
+    return [records[row] for row in ROWS], artifacts
 
 
 class _SeedRunner:
@@ -231,7 +230,12 @@ class _SeedRunner:
         return self.config.student_shift_pixels
 
     def _optimizer(self):
-        return keras.optimizers.Adam(learning_rate=self.config.learning_rate)
+        # Cosine decay to 0 over the whole run: the last epochs at a small step size
+        # make the final weights, hence the rows' comparison, much less noisy.
+        config = self.config
+        total_steps = math.ceil(len(self.dataset.y_train) * config.epochs / config.batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
+        return keras.optimizers.Adam(learning_rate=schedule)
 
     def _fit(self, model, shift_pixels, steps=None):
         """Trains for `config.epochs` epochs, or for `steps` batches only, on images
@@ -252,7 +256,7 @@ class _SeedRunner:
         if steps:
             batches = batches.take(steps)
         start = time.perf_counter()
-        model.fit(batches, epochs=1, verbose=self.verbose)
+        model.fit(batches, epochs=1, shuffle=False, verbose=self.verbose)
         return time.perf_counter() - start
 
     def train(self, build, loss, steps=None):

@@ -41,7 +41,7 @@ def build_student(input_shape, num_classes, config, name="student"):
 
 def penultimate_features(model, x):
     """The activations of `model`'s penultimate layer on `x`, as NumPy."""
-    extractor = keras.Model(model.inputs, model.get_layer(PENULTIMATE).output)
+    extractor = keras.Model(model.input, model.get_layer(PENULTIMATE).output)
     return predict_in_batches(extractor, x)
 
 
