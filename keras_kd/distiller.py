@@ -135,24 +135,27 @@ class Distiller(keras.Model):
         self.temperature = _validation.check_temperature(temperature)
         self.alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
         _teacher.check_compatible(teachers, student)
+        feature_pairs = features.check_feature_pairs(feature_pairs)
+        if feature_pairs and len(teachers) > 1:
+            # Checked before anything is frozen: a rejected Distiller changes nothing.
+            raise ValueError(
+                f"feature_pairs need a single teacher, got an ensemble of "
+                f"{len(teachers)}: their intermediate layers need not correspond. "
+                "Distil the ensemble's logits, or pass one teacher."
+            )
+        feature_hints = (
+            features.FeatureHints(feature_pairs, teachers[0], student, name="feature_hints")
+            if feature_pairs
+            else None
+        )
         self._teacher_is_ensemble = isinstance(teacher, (list, tuple))
         self.teachers = [_teacher.freeze(model) for model in teachers]
         self.student = student
         self._distillation_loss = losses.DistillationLoss(temperature=self.temperature)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self.feature_pairs = features.check_feature_pairs(feature_pairs)
-        self._feature_hints = None
-        if self.feature_pairs:
-            if len(self.teachers) > 1:
-                raise ValueError(
-                    f"feature_pairs need a single teacher, got an ensemble of "
-                    f"{len(self.teachers)}: their intermediate layers need not correspond. "
-                    "Distil the ensemble's logits, or pass one teacher."
-                )
-            self._feature_hints = features.FeatureHints(
-                self.feature_pairs, self.teachers[0], student, name="feature_hints"
-            )
+        self.feature_pairs = feature_pairs
+        self._feature_hints = feature_hints
         if getattr(student, "built", False):
             self.built = True
 

@@ -297,8 +297,10 @@ def _check_data_unchanged(dataset, cache, reference):
         raise ValueError(
             f"`data` has {cardinality} batches, but {reference} had {cache.num_batches}."
         )
-    _, fingerprint = next(iter(_fingerprinted(dataset).take(1)))
-    if int(fingerprint) != cache.input_fingerprints[0]:
+    first = [int(fingerprint) for _, fingerprint in _fingerprinted(dataset).take(1)]
+    if not first:
+        raise ValueError(f"`data` yielded no batch, but {reference} had {cache.num_batches}.")
+    if first[0] != cache.input_fingerprints[0]:
         raise ValueError(
             f"`data`'s first batch differs from {reference}: random augmentation, or a "
             "shuffle before batching that reshuffles each pass, would pair cached logits "

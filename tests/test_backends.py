@@ -29,6 +29,10 @@ BACKEND_NEUTRAL = Path(__file__).parent / "backend_neutral"
 sys.path.insert(0, str(BACKEND_NEUTRAL))
 import _backend_reference as ref  # noqa: E402
 
+# Each test waits on subprocesses that import a backend and compile their steps:
+# about a minute of 2 cores in all, so the module is deselectable with -m "not slow".
+pytestmark = pytest.mark.slow
+
 BACKENDS = ("tensorflow", "jax", "torch")
 # A backend package imports in seconds, but the whole backend-neutral suite on 2
 # busy cores takes minutes: a hung subprocess must not stall CI past its limit.

@@ -393,21 +393,23 @@ def test_every_row_names_its_argument():
 
 
 def markdown_table():
-    """The rows above as the README's markdown table, one line per distinct case."""
-    lines = ["| argument | bad value | where | error (message starts or contains) |"]
-    lines.append("|---|---|---|---|")
+    """The rows above as the README's markdown table: rows that differ only in the
+    bad value are merged, with `<value>` standing for it in the message."""
     merged = {}
     for row in BAD_INPUTS:
-        key = (row.argument, row.bad_value, _generic_error(row.error))
-        merged.setdefault(key, []).append(row.entry)
-    for (argument, bad_value, error), entries in merged.items():
+        error = row.error.replace(f"got {row.bad_value}", "got <value>")
+        values, entries = merged.setdefault((row.argument, error), ([], []))
+        for item, seen in ((row.bad_value, values), (row.entry, entries)):
+            if item not in seen:
+                seen.append(item)
+    lines = [
+        "| argument | bad value | where | error message (contains) |",
+        "|---|---|---|---|",
+    ]
+    for (argument, error), (values, entries) in merged.items():
         where = ", ".join(f"`{entry}`" for entry in entries)
-        lines.append(f"| `{argument}` | {bad_value} | {where} | {error} |")
+        lines.append(f"| `{argument}` | {', '.join(values)} | {where} | {error} |")
     return "\n".join(lines)
-
-
-def _generic_error(error):
-    return error.replace("|", "\\|")
 
 
 # ---------------------------------------------------------------------------

@@ -160,7 +160,9 @@ def test_terminate_on_nan_stops_a_diverging_distillation():
     distiller = _distiller(learning_rate=0.01)
     diverge = _DivergeAtEpoch(0)
     steps = []
-    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: steps.append(logs))
+    counter = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: steps.append(logs)
+    )
     history = distiller.fit(
         x,
         labels,

@@ -228,7 +228,8 @@ def test_one_step_under_loss_scaling_equals_the_numpy_update(policy):
     p = np.exp(_np_log_softmax(student_logits))
     p_s = np.exp(_np_log_softmax(student_logits / temperature))
     p_t = np.exp(_np_log_softmax(teacher_logits / temperature))
-    d_logits = ((1 - alpha) * (p - np.eye(NUM_CLASSES)[labels]) + alpha * temperature * (p_s - p_t)) / n
+    hard_gradient = p - np.eye(NUM_CLASSES)[labels]
+    d_logits = ((1 - alpha) * hard_gradient + alpha * temperature * (p_s - p_t)) / n
     expected_kernel = kernel - learning_rate * x.T @ d_logits
     expected_bias = bias - learning_rate * d_logits.sum(axis=0)
     new_kernel, new_bias = student.get_weights()
@@ -260,5 +261,7 @@ def test_distiller_follows_a_float16_student_not_the_global_policy(tmp_path):
 
     # A float32 student under a float32 policy gets no loss scaling, as in Keras.
     plain = keras_kd.Distiller(_scaled_linear(1.0, seed=1), _scaled_linear(1.0, seed=2))
-    plain.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    plain.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     assert not isinstance(plain.optimizer, keras.optimizers.LossScaleOptimizer)

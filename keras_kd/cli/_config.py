@@ -16,52 +16,64 @@ class ReproduceConfig:
     """Hyperparameters of the reproduction; each field is a `--set key=value` key.
 
     Data:
-        dataset: "digits" (scikit-learn's bundled 8x8 digits, 1,797 images, offline)
-            or a tensorflow_datasets image-classification name ("mnist",
+        dataset: "digits" (default: scikit-learn's bundled 8x8 digits, 1,797 images,
+            offline) or a tensorflow_datasets image-classification name ("mnist",
             "fashion_mnist", "cifar10", ...).
-        data_dir: tensorflow_datasets data directory; None uses its default.
-        validation_fraction: share of the training data held out for temperature
-            scaling, in (0, 1), default 0.15.
-        test_fraction: share of digits held out for testing, in (0, 1), default 0.25
-            (tfds datasets use their own "test" split).
+        data_dir: tensorflow_datasets data directory; None (default) uses its own.
+        validation_fraction: share held out for temperature scaling, in (0, 1),
+            default 0.15 (of all digits; of the training split for tfds).
+        test_fraction: share of digits held out for testing, in (0, 1), default 0.25;
+            tfds datasets use their own "test" split.
         max_train_examples: cap on training examples (a prefix of the shuffled
-            training split); None keeps all. Keeps tfds runs short on a CPU.
-        split_seed: seed of the train/validation/test split, fixed across seeds so
-            that the seeds vary initialisation and batch order only.
+            training split), >= 10, or None (default) for all; keeps tfds runs short.
+        split_seed: seed of the split, default 0, the same for every seed, so the
+            seeds vary initialisation and batch order only.
 
     Schedule:
-        seeds: number of seeds, each a full repetition of every row (>= 1).
-        first_seed: the first seed; seeds are first_seed, first_seed + 1, ...
-        epochs: epochs of every fully trained model (teachers, students, KD rows).
-        batch_size: minibatch size.
-        learning_rate: Adam's learning rate.
+        seeds: number of seeds, >= 1, default 3; each repeats every row.
+        first_seed: the first seed, default 0; seeds are first_seed, first_seed + 1, ...
+        epochs: epochs of every fully trained model, >= 1, default 80.
+        batch_size: minibatch size, default 64.
+        learning_rate: Adam's initial learning rate, > 0, default 3e-3, decayed to 0
+            by a cosine schedule over the run.
+        teacher_shift_pixels: random translation, in pixels, of the training images
+            of CNN-architecture models (`teacher`, `re_kd` and the helper teachers),
+            default 1: Hinton et al.'s teacher was trained on jittered images.
+        student_shift_pixels: the same for the MLP student, default 0 (an MLP has no
+            notion of neighbouring pixels; translations only cost it accuracy).
 
-    Models (the teacher is a small CNN, the student a one-hidden-layer MLP; both
-    name their penultimate layer "penultimate" and their logits layer "logits"):
-        teacher_filters: filters of the teacher's two 3x3 convolutions.
-        teacher_units: units of the teacher's penultimate dense layer.
-        teacher_dropout: dropout before the teacher's logits (Hinton's teacher used it).
-        student_units: units of the student's single hidden (penultimate) layer; small
-            on purpose, so the student is capacity-limited and a teacher can help.
+    Models (the teacher is a small CNN, the student an MLP with one hidden layer;
+    both name their last hidden layer "penultimate" and their output "logits"):
+        teacher_filters: filters of the first of two 3x3 convolutions (the second
+            has twice as many), default 32.
+        teacher_units: units of the teacher's penultimate dense layer, default 128.
+        teacher_dropout: dropout after it, in [0, 1), default 0.3.
+        student_units: units of the student's hidden (penultimate) layer, default 256
+            (19k parameters, an eighth of the teacher's 151k; without the
+            convolutions' translation invariance it stays well below the teacher).
 
     Rows:
-        kd_temperature, kd_alpha: Hinton's T and the weight of the distillation term
-            for `kd`, `ls_teacher_kd` and `fitnets`.
-        smoothing: label-smoothing eps for `label_smoothing` and the LS teacher.
+        kd_temperature, kd_alpha: Hinton's T (> 0, default 2.0) and the weight of the
+            distillation term (in [0, 1], default 0.5) for `kd`, `ls_teacher_kd` and
+            `fitnets`.
+        smoothing: label-smoothing eps in [0, 1), default 0.1, for `label_smoothing`
+            and the label-smoothed teacher of `ls_teacher_kd`.
         tfkd_correct_prob, tfkd_temperature, tfkd_alpha: `VirtualTeacherLoss`
-            (Tf-KD_reg, paper mode) for `tfkd_reg`.
+            (Tf-KD_reg, paper mode) for `tfkd_reg`; defaults 0.9, 20.0, 0.5.
         teacher_free_temperature, teacher_free_alpha: T and alpha of the born-again,
             reversed and defective distillations (`tfkd_self`, `re_kd`, `de_kd`);
-            Yuan et al. show they help at high temperature (T = 20).
-        poor_teacher_steps: optimizer steps of the `de_kd` teacher: a teacher stopped
-            this early is far below the student (its accuracy is recorded).
-        hint_weight: weight of the FitNets hint loss (teacher penultimate -> student
-            penultimate, mean squared error) in `fitnets`.
+            defaults 20.0 and 0.9 (Yuan et al. show they help at high T).
+        poor_teacher_steps: optimizer steps of the `de_kd` teacher, default 5: far
+            below the student (its accuracy is recorded as `teacher_accuracy`).
+        hint_weight: weight (>= 0, default 1.0) of the FitNets hint, the mean squared
+            error between the teacher's penultimate layer and a learned linear
+            projection of the student's, in `fitnets`.
 
     Report:
-        num_bins: equal-width bins of the ECE and the reliability diagrams (Guo et al.
-            use 15).
-        projection_classes: the three classes of the Müller et al. projection picture.
+        num_bins: equal-width bins of the ECE and the reliability diagrams, default 15
+            (Guo et al. 2017).
+        projection_classes: the three classes of the Müller et al. projection
+            picture, default (0, 1, 2).
     """
 
     dataset: str = DEFAULT_DATASET
@@ -82,7 +94,7 @@ class ReproduceConfig:
     teacher_filters: int = 32
     teacher_units: int = 128
     teacher_dropout: float = 0.3
-    student_units: int = 32
+    student_units: int = 256
 
     kd_temperature: float = 2.0
     kd_alpha: float = 0.5
@@ -122,6 +134,8 @@ class ReproduceConfig:
                      "teacher_free_temperature"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a number > 0")
         _check(self.hint_weight >= 0, "hint_weight", self.hint_weight, "a number >= 0")
+        for name in ("teacher_shift_pixels", "student_shift_pixels", "first_seed", "split_seed"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "an integer >= 0")
         _check(
             self.max_train_examples is None or self.max_train_examples >= 10,
             "max_train_examples", self.max_train_examples, "None or an integer >= 10",

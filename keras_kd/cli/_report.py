@@ -25,6 +25,7 @@ COLUMN_TITLES = {
     "parameters": "params",
     "training_seconds": "train s",
 }
+_TIE = 1e-9
 _DECIMALS = {"accuracy": 4, "nll": 3, "ece": 4, "ece_temperature_scaled": 4,
              "temperature": 2, "training_seconds": 1}
 
@@ -100,11 +101,14 @@ def findings(records):
         if differences:
             mean_difference = statistics.fmean(differences)
             spread = _std(differences)
-            reproduced = wanted * mean_difference > 0
+            # Accuracies are multiples of 1 / N: a tie must not pass on rounding.
+            reproduced = wanted * mean_difference > _TIE
             within_noise = len(differences) > 1 and abs(mean_difference) <= spread
         else:
             mean_difference = spread = None
             reproduced = within_noise = False
+        temperatures = [by_key[(claim.baseline, seed)].temperature for seed in seeds]
+        temperatures = [value for value in temperatures if value is not None]
         results.append({
             "claim": claim.claim,
             "source": claim.source,
@@ -114,6 +118,10 @@ def findings(records):
             "seeds": len(differences),
             "reproduced": reproduced,
             "within_seed_noise": within_noise,
+            # Calibration claims are about over-confident models (fitted T > 1).
+            "baseline_temperature": (
+                statistics.fmean(temperatures) if "ece" in claim.metric and temperatures else None
+            ),
         })
     return results
 
@@ -179,11 +187,18 @@ def findings_markdown(checks):
             continue
         verdict = "reproduced" if check["reproduced"] else "NOT reproduced"
         noise = " (within seed noise)" if check["within_seed_noise"] else ""
-        lines.append(
+        # `+ 0.0` turns a rounding-level -0.0 into 0.0 for display.
+        line = (
             f"- **{verdict}**{noise}: {check['claim']} ({check['source']}). "
-            f"`{check['compared']}` = {check['mean_difference']:+.4f} ± "
+            f"`{check['compared']}` = {round(check['mean_difference'], 4) + 0.0:+.4f} ± "
             f"{check['std_difference']:.4f} over {check['seeds']} seed(s)."
         )
+        temperature = check.get("baseline_temperature")
+        if temperature is not None:
+            state = "over-confident" if temperature > 1.0 else "not over-confident"
+            line += (f" The baseline's fitted temperature is {temperature:.2f}: {state} "
+                     "(these calibration claims are about over-confident models).")
+        lines.append(line)
     return "\n".join(lines)
 
 
