@@ -207,10 +207,13 @@ def test_training_from_cache_gives_the_weights_of_live_distillation(ensemble):
 def test_float16_cache_stores_rounded_logits_and_trains_close_to_float32():
     x, y, _ = arrays()
     teacher = dense_teacher(1, bias=3.0)
-    cached16 = collect(cache_teacher_logits(teacher, (x, y), BATCH_SIZE, dtype="float16", verbose=0))
+    cached16 = collect(
+        cache_teacher_logits(teacher, (x, y), BATCH_SIZE, dtype="float16", verbose=0)
+    )
     logits16 = np.concatenate([e[1][TEACHER_LOGITS] for e in cached16])
     assert logits16.dtype == np.float16
-    np.testing.assert_array_equal(logits16, np_dense(teacher, x).astype(np.float32).astype(np.float16))
+    expected = np_dense(teacher, x).astype(np.float32).astype(np.float16)
+    np.testing.assert_array_equal(logits16, expected)
 
     students = []
     for dtype in ("float32", "float16"):
@@ -263,18 +266,22 @@ def test_disk_cache_round_trips_without_running_the_teacher(tmp_path, monkeypatc
     x, y, sample_weight = arrays()
     teacher = dense_teacher(1)
     path = str(tmp_path / "cache" / "teacher.npz")
-    first = collect(
-        cache_teacher_logits(teacher, (x, y, sample_weight), BATCH_SIZE, path=path, dtype="float16", verbose=0)
-    )
+
+    def cached_on_disk():
+        return collect(
+            cache_teacher_logits(
+                teacher, (x, y, sample_weight), BATCH_SIZE, path=path, dtype="float16", verbose=0
+            )
+        )
+
+    first = cached_on_disk()
     assert os.path.isfile(path) and not os.path.exists(path + ".partial")
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher ran although the cache file exists")
 
     monkeypatch.setattr(_teacher, "member_logits", no_teacher)
-    again = collect(
-        cache_teacher_logits(teacher, (x, y, sample_weight), BATCH_SIZE, path=path, dtype="float16", verbose=0)
-    )
+    again = cached_on_disk()
     assert [len(e[0]) for e in again] == [16, 16, 16, 2]
     for before, after in zip(first, again):
         np.testing.assert_array_equal(before[0], after[0])
@@ -294,7 +301,9 @@ def test_disk_cache_refuses_another_teacher_data_or_dtype(tmp_path):
     with pytest.raises(ValueError, match="teacher weights"):
         cache_teacher_logits(dense_teacher(5), (x, y), BATCH_SIZE, path=path, verbose=0)
     with pytest.raises(ValueError, match="dtype"):
-        cache_teacher_logits(dense_teacher(1), (x, y), BATCH_SIZE, path=path, dtype="float16", verbose=0)
+        cache_teacher_logits(
+            dense_teacher(1), (x, y), BATCH_SIZE, path=path, dtype="float16", verbose=0
+        )
     with pytest.raises(ValueError, match="first batch differs"):
         cache_teacher_logits(dense_teacher(1), (x + 1.0, y), BATCH_SIZE, path=path, verbose=0)
     with pytest.raises(ValueError, match="has 7 batches, but"):
@@ -387,7 +396,8 @@ def test_large_inputs_are_checked_by_sample_and_first_batch_in_full(change, fail
     cached = cache_teacher_logits(teacher, dataset, verbose=0)
     collect(cached)
     active.assign(True)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"batch index:\] \[{failing_batch}\]"):
+    failure = rf"batch index:\] \[{failing_batch}\]"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=failure):
         collect(cached)
 
 
@@ -411,7 +421,9 @@ def test_shuffling_the_cached_dataset_keeps_each_input_with_its_logits():
     assert not np.array_equal(inputs, x)  # really shuffled
     order = [int(np.flatnonzero((x == row).all(axis=1))[0]) for row in inputs]
     np.testing.assert_allclose(
-        np.concatenate([e[1][TEACHER_LOGITS] for e in shuffled]), np_dense(teacher, inputs), atol=1e-5
+        np.concatenate([e[1][TEACHER_LOGITS] for e in shuffled]),
+        np_dense(teacher, inputs),
+        atol=1e-5,
     )
     np.testing.assert_array_equal(np.concatenate([e[1][LABELS] for e in shuffled]), y[order])
     np.testing.assert_array_equal(np.concatenate([e[2] for e in shuffled]), sample_weight[order])
@@ -583,5 +595,6 @@ def test_bench_quick_runs_and_writes_its_figures(tmp_path):
             times["keras_kd"] / times["keras_distillation"]
         )
     memory = figures["cache_memory"]
-    assert memory["logits_bytes"] == memory["samples"] * memory["classes"] * memory["bytes_per_logit"]
+    formula = memory["samples"] * memory["classes"] * memory["bytes_per_logit"]
+    assert memory["logits_bytes"] == formula
     assert "keras_kd / keras_distillation" in completed.stdout

@@ -69,7 +69,9 @@ class Record:
     the same after temperature scaling fitted on the validation split, whose fitted
     value is `temperature` (None, with `note`, when no finite T exists). parameters:
     the trained model's parameter count. training_seconds: wall time of this row's own
-    `fit` (its teacher's training is not included). teacher_accuracy / teacher_ece:
+    `fit` (its teacher's training is not included). ece_noise_floor: the mean ECE a
+    perfectly calibrated model with the same confidences would show on this test
+    split (the estimator's sampling noise; see `_calibrated_ece`). teacher_accuracy / teacher_ece:
     the test accuracy and ECE of the model that taught this row, for distilled rows.
     """
 
@@ -83,6 +85,7 @@ class Record:
     temperature: float
     parameters: int
     training_seconds: float
+    ece_noise_floor: float = None
     teacher_accuracy: float = None
     teacher_ece: float = None
     note: str = None
@@ -129,6 +132,7 @@ def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
             temperature=measurement.temperature,
             parameters=int(model.count_params()),
             training_seconds=seconds,
+            ece_noise_floor=_calibrated_ece(measurement.test_logits, config.num_bins, seed),
             teacher_accuracy=teacher_measurement.accuracy if teacher_measurement else None,
             teacher_ece=teacher_measurement.ece if teacher_measurement else None,
             note=measurement.note,
@@ -355,6 +359,30 @@ def _random_shift(pixels, seed):
         return tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed), label
 
     return shift
+
+
+def _calibrated_ece(logits, num_bins, seed, draws=100):
+    """The mean ECE of a perfectly calibrated model with these confidences.
+
+    Labels are drawn so that the top class is right with probability equal to its
+    confidence, which is perfect calibration; the ECE of such draws is still > 0, as
+    the binned estimator is biased upwards on a finite test set. An observed ECE near
+    this floor leaves nothing measurable for a calibration method to remove.
+    """
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+    top_class = np.argmax(probs, axis=-1)
+    confidence = np.max(probs, axis=-1)
+    # Any other class serves as the wrong label: the top-label ECE never looks at it.
+    wrong_class = (top_class + 1) % probs.shape[-1]
+    rng = np.random.default_rng(seed)
+    values = [
+        calibration.expected_calibration_error(
+            probs, np.where(rng.random(len(probs)) < confidence, top_class, wrong_class),
+            num_bins=num_bins,
+        )
+        for _ in range(draws)
+    ]
+    return float(np.mean(values))
 
 
 def _predict(model, x):

@@ -26,6 +26,8 @@ COLUMN_TITLES = {
     "training_seconds": "train s",
 }
 _TIE = 1e-9
+# An ECE within this factor of its perfectly-calibrated floor is sampling noise.
+_AT_FLOOR = 1.5
 _DECIMALS = {"accuracy": 4, "nll": 3, "ece": 4, "ece_temperature_scaled": 4,
              "temperature": 2, "training_seconds": 1}
 
@@ -77,7 +79,8 @@ def summarize(records):
     for row in ROWS:
         row_records = [record for record in records if record.row == row]
         summary[row] = {}
-        for metric in METRICS + ("nll_temperature_scaled", "teacher_accuracy", "teacher_ece"):
+        for metric in METRICS + ("nll_temperature_scaled", "ece_noise_floor", "teacher_accuracy",
+                                 "teacher_ece"):
             values = [getattr(r, metric) for r in row_records if getattr(r, metric) is not None]
             if values:
                 summary[row][metric] = {"mean": statistics.fmean(values), "std": _std(values),
@@ -107,8 +110,7 @@ def findings(records):
         else:
             mean_difference = spread = None
             reproduced = within_noise = False
-        temperatures = [by_key[(claim.baseline, seed)].temperature for seed in seeds]
-        temperatures = [value for value in temperatures if value is not None]
+        baselines = [by_key[(claim.baseline, seed)] for seed in seeds]
         results.append({
             "claim": claim.claim,
             "source": claim.source,
@@ -118,10 +120,7 @@ def findings(records):
             "seeds": len(differences),
             "reproduced": reproduced,
             "within_seed_noise": within_noise,
-            # Calibration claims are about over-confident models (fitted T > 1).
-            "baseline_temperature": (
-                statistics.fmean(temperatures) if "ece" in claim.metric and temperatures else None
-            ),
+            "calibration_context": _calibration_context(claim, baselines),
         })
     return results
 
@@ -193,24 +192,36 @@ def findings_markdown(checks):
             f"`{check['compared']}` = {round(check['mean_difference'], 4) + 0.0:+.4f} ± "
             f"{check['std_difference']:.4f} over {check['seeds']} seed(s)."
         )
-        temperature = check.get("baseline_temperature")
-        if temperature is not None:
-            state = "over-confident" if temperature > 1.0 else "not over-confident"
-            line += (f" The baseline's fitted temperature is {temperature:.2f}: {state} "
-                     "(these calibration claims are about over-confident models).")
+        context = check.get("calibration_context")
+        if context:
+            state = "over-confident" if context["temperature"] > 1.0 else "not over-confident"
+            floor = ("at the sampling-noise floor: too little miscalibration to measure a "
+                     "reduction" if context["ece"] <= _AT_FLOOR * context["ece_noise_floor"]
+                     else "above the sampling-noise floor")
+            line += (
+                f" Baseline `{context['row']}`: fitted T {context['temperature']:.2f} ({state}); "
+                f"ECE {context['ece']:.4f} against {context['ece_noise_floor']:.4f} for a "
+                f"perfectly calibrated model on this test set, {floor}."
+            )
         lines.append(line)
     return "\n".join(lines)
 
 
-def write_markdown(path, *, config, dataset, summary, checks, pictures, command, wall_seconds):
+def write_markdown(path, *, config, dataset, summary, checks, pictures, command, wall_seconds,
+                   quick=False):
     seeds = ", ".join(str(seed) for seed in config.seed_list)
+    banner = (
+        f"**Quick run** ({config.seeds} seed, {config.epochs} epochs): a smoke run and a "
+        "first look. The models are under-trained; run without `--quick` for the findings.\n\n"
+        if quick else ""
+    )
     sizes = dataset.sizes()
     reproduced = sum(check["reproduced"] for check in checks)
     text = f"""# keras-kd reproduce
 
 `{command}`
 
-Data: {dataset.description}; train {sizes['train']}, validation {sizes['validation']}
+{banner}Data: {dataset.description}; train {sizes['train']}, validation {sizes['validation']}
 (temperature scaling only), test {sizes['test']} (every number below). Seeds: {seeds}.
 Mean ± standard deviation over seeds; wall time {wall_seconds / 60:.1f} min.
 
@@ -239,6 +250,22 @@ noise" marks a mean difference no larger than its standard deviation.
     with open(path, "w", encoding="utf-8") as file:
         file.write(text)
     return text
+
+
+def _calibration_context(claim, baselines):
+    """For claims about ECE: is the baseline over-confident, and above the noise floor?
+
+    The papers' calibration claims are about over-confident models (fitted T > 1) whose
+    ECE is far above what sampling noise alone gives on the test set.
+    """
+    if "ece" not in claim.metric:
+        return None
+    values = {name: [getattr(record, name) for record in baselines]
+              for name in ("temperature", "ece", "ece_noise_floor")}
+    if any(value is None for column in values.values() for value in column):
+        return None
+    return {"row": claim.baseline, **{name: statistics.fmean(column)
+                                      for name, column in values.items()}}
 
 
 def _cell(statistic, metric):

@@ -24,6 +24,13 @@ import sys
 import threading
 import time
 
+from keras_kd.cli._bench_common import JIT_MODES
+from keras_kd.cli._bench_common import add_jit_compile_argument
+from keras_kd.cli._bench_common import load_average
+from keras_kd.cli._bench_common import mlp
+from keras_kd.cli._bench_common import positive_int
+from keras_kd.cli._bench_common import synthetic_data
+
 _GOALS = {
     "keras_kd / keras_distillation": 0.95,
     "keras_kd / (student_fit + teacher_predict)": 1.05,
@@ -49,10 +56,10 @@ def add_parser(subparsers):
         help="time distillation against its floor and keras.distillation",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--samples", type=_positive_int, default=8192, help="default 8192")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, help="default 256")
-    parser.add_argument("--features", type=_positive_int, default=512, help="default 512")
-    parser.add_argument("--classes", type=_positive_int, default=100, help="default 100")
+    parser.add_argument("--samples", type=positive_int, default=8192, help="default 8192")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
+    parser.add_argument("--features", type=positive_int, default=512, help="default 512")
+    parser.add_argument("--classes", type=positive_int, default=100, help="default 100")
     parser.add_argument(
         "--student-units", type=_units, default=(512,), help="hidden widths, default 512"
     )
@@ -62,18 +69,13 @@ def add_parser(subparsers):
         default=(1536, 1536),
         help="hidden widths, default 1536,1536 (about 10x the student's forward cost)",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=5, help="timed epochs, default 5")
-    parser.add_argument("--warmup", type=_positive_int, default=1, help="untimed epochs, default 1")
+    parser.add_argument("--epochs", type=positive_int, default=5, help="timed epochs, default 5")
+    parser.add_argument("--warmup", type=positive_int, default=1, help="untimed epochs, default 1")
     parser.add_argument("--temperature", type=float, default=4.0, help="default 4.0")
     parser.add_argument(
         "--alpha", type=float, default=0.9, help="weight of the distillation term, default 0.9"
     )
-    parser.add_argument(
-        "--jit-compile",
-        choices=("off", "on", "both"),
-        default="both",
-        help="XLA for every model and distiller, default both (off, then on)",
-    )
+    add_jit_compile_argument(parser, "every model and distiller")
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes and 2 epochs: a smoke run, not figures"
     )
@@ -88,8 +90,8 @@ def run(args):
     if args.quick:
         for name, value in _QUICK.items():
             setattr(args, name, value)
-    jit_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit_compile]
-    data = _synthetic_data(args)
+    jit_modes = JIT_MODES[args.jit_compile]
+    data = synthetic_data(args)
     machine = _machine()
     _progress(
         f"{args.samples} samples x {args.features} features, {args.classes} classes, "
@@ -99,9 +101,9 @@ def run(args):
         f"load average {machine['load_average_start']}"
     )
     keras.utils.set_random_seed(0)
-    teacher = _mlp(args.features, args.teacher_units, args.classes, "teacher")
+    teacher = mlp(args.features, args.teacher_units, args.classes, "teacher")
     runs = [_measure_all(args, teacher, data, jit_compile) for jit_compile in jit_modes]
-    machine["load_average_end"] = _load_average()
+    machine["load_average_end"] = load_average()
     memory = _cache_memory(args, [run.pop("cache_peak_rss_bytes") for run in runs])
     figures = {
         "machine": machine,
@@ -299,13 +301,6 @@ class _PeakRss:
 # --- models and data ----------------------------------------------------------------
 
 
-def _mlp(features, units, classes, name):
-    import keras
-
-    layers = [keras.Input((features,))]
-    layers += [keras.layers.Dense(width, activation="relu") for width in units]
-    layers.append(keras.layers.Dense(classes))
-    return keras.Sequential(layers, name=name)
 
 
 def _student(args):
@@ -313,19 +308,9 @@ def _student(args):
 
     # The same initial weights for every student, so each method trains the same model.
     keras.utils.set_random_seed(1)
-    return _mlp(args.features, args.student_units, args.classes, "student")
+    return mlp(args.features, args.student_units, args.classes, "student")
 
 
-def _synthetic_data(args):
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.samples, args.features)).astype("float32")
-    y = rng.integers(0, args.classes, size=args.samples).astype("int32")
-    # In memory and prefetched, so that the input pipeline costs every method the same.
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
-    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _forward_multiply_adds(features, units, classes):
@@ -392,11 +377,6 @@ def _progress(message):
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def _load_average():
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _machine():
@@ -406,7 +386,9 @@ def _machine():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
@@ -418,17 +400,10 @@ def _machine():
         "platform": platform.platform(),
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
-        "load_average_start": _load_average(),
+        "load_average_start": load_average(),
     }
 
 
-def _positive_int(text):
-    import argparse
-
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def _units(text):

@@ -15,11 +15,12 @@ import statistics
 import sys
 import time
 
-# The distillation benchmark's helpers: the same data pipeline and MLP builder.
-from keras_kd.cli.bench import _load_average
-from keras_kd.cli.bench import _mlp as _bench_mlp
-from keras_kd.cli.bench import _positive_int
-from keras_kd.cli.bench import _synthetic_data
+from keras_kd.cli._bench_common import JIT_MODES
+from keras_kd.cli._bench_common import add_jit_compile_argument
+from keras_kd.cli._bench_common import load_average
+from keras_kd.cli._bench_common import mlp
+from keras_kd.cli._bench_common import positive_int
+from keras_kd.cli._bench_common import synthetic_data
 
 _GOAL_PERCENT = 5.0
 
@@ -34,22 +35,17 @@ def add_parser(subparsers):
         help="time the ECE metric inside model.evaluate() against accuracy alone",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--samples", type=_positive_int, default=50000, help="default 50000")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, help="default 256")
-    parser.add_argument("--features", type=_positive_int, default=64, help="default 64")
-    parser.add_argument("--classes", type=_positive_int, default=10, help="default 10")
-    parser.add_argument("--units", type=_positive_int, default=256, help="hidden width, default 256")
-    parser.add_argument("--num-bins", type=_positive_int, default=15, help="default 15")
+    parser.add_argument("--samples", type=positive_int, default=50000, help="default 50000")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
+    parser.add_argument("--features", type=positive_int, default=64, help="default 64")
+    parser.add_argument("--classes", type=positive_int, default=10, help="default 10")
+    parser.add_argument("--units", type=positive_int, default=256, help="hidden width, default 256")
+    parser.add_argument("--num-bins", type=positive_int, default=15, help="default 15")
     parser.add_argument(
-        "--repeats", type=_positive_int, default=15, help="timed evaluate calls each, default 15"
+        "--repeats", type=positive_int, default=15, help="timed evaluate calls each, default 15"
     )
-    parser.add_argument("--warmup", type=_positive_int, default=2, help="untimed calls, default 2")
-    parser.add_argument(
-        "--jit-compile",
-        choices=("off", "on", "both"),
-        default="both",
-        help="XLA for both models, default both (off, then on)",
-    )
+    parser.add_argument("--warmup", type=positive_int, default=2, help="untimed calls, default 2")
+    add_jit_compile_argument(parser, "both models")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.set_defaults(func=run)
     return parser
@@ -59,11 +55,11 @@ def run(args):
     if args.quick:
         for name, value in _QUICK.items():
             setattr(args, name, value)
-    jit_modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.jit_compile]
-    dataset = _synthetic_data(args)
-    load_start = _load_average()
+    jit_modes = JIT_MODES[args.jit_compile]
+    dataset = synthetic_data(args)
+    load_start = load_average()
     rows = [_measure(args, dataset, jit_compile) for jit_compile in jit_modes]
-    print(_table(args, rows, load_start, _load_average()))
+    print(_table(args, rows, load_start, load_average()))
     return 0
 
 
@@ -112,7 +108,7 @@ def _mlp(args):
     import keras
 
     keras.utils.set_random_seed(0)
-    return _bench_mlp(args.features, (args.units,), args.classes, "mlp")
+    return mlp(args.features, (args.units,), args.classes, "mlp")
 
 
 def _table(args, rows, load_start, load_end):

@@ -110,7 +110,8 @@ def run(args):
                        wall_seconds=wall_seconds)
     markdown = _report.write_markdown(output_dir / "results.md", config=config, dataset=dataset,
                                       summary=summary, checks=checks, pictures=pictures,
-                                      command=command, wall_seconds=wall_seconds)
+                                      command=command, wall_seconds=wall_seconds,
+                                      quick=args.quick)
     print(markdown, flush=True)
     _log(f"wrote {output_dir / 'results.json'}, {output_dir / 'results.md'} and "
          f"{len(pictures)} pictures in {wall_seconds / 60:.1f} min")
