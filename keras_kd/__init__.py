@@ -7,6 +7,8 @@ intermediate layers), `teacher_cache` (precomputed teacher logits), `metrics`
 `callbacks` (ECE during training).
 """
 
+import importlib
+
 from keras_kd import calibration
 from keras_kd import callbacks
 from keras_kd import losses
@@ -22,9 +24,18 @@ from keras_kd.losses import LabelSmoothingLoss
 from keras_kd.losses import LogitMatchingLoss
 from keras_kd.losses import VirtualTeacherLoss
 from keras_kd.metrics import ExpectedCalibrationError
-from keras_kd.teacher_cache import cache_teacher_logits
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The teacher-logit cache builds tf.data pipelines and so imports TensorFlow: loaded
+    # on first use, `import keras_kd` does not start TensorFlow (and claim GPU memory)
+    # beside JAX or PyTorch.
+    if name in ("cache_teacher_logits", "teacher_cache"):
+        teacher_cache = importlib.import_module("keras_kd.teacher_cache")
+        return teacher_cache if name == "teacher_cache" else teacher_cache.cache_teacher_logits
+    raise AttributeError(f"module 'keras_kd' has no attribute {name!r}")
 
 __all__ = [
     "Distiller",
@@ -43,4 +54,5 @@ __all__ = [
     "losses",
     "metrics",
     "reliability_diagram",
+    "teacher_cache",
 ]

@@ -92,7 +92,7 @@ def suite_runs():
     return {backend: _finish(process) for backend, process in processes.items()}
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_neutral_suite_passes(backend, suite_runs):
     if _missing(backend):
         pytest.skip(_missing(backend))
