@@ -179,3 +179,22 @@ def test_cli_rejects_a_bad_set_with_status_2(tmp_path, capsys):
     assert status == 2
     assert "`kd_alpha` must be a number in [0, 1], got 2.0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_reproduce_runs_end_to_end_on_mocked_mnist(tmp_path):
+    import json
+
+    with tfds.testing.mock_data(num_examples=64):
+        status = main(["reproduce", "--dataset", "mnist", "--quick", "--set", "epochs=1",
+                       "--set", "poor_teacher_steps=1", "--output", str(tmp_path)])
+    assert status == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["dataset"]["name"] == "mnist"
+    assert results["dataset"]["sizes"] == {"train": 54, "validation": 10, "test": 64}
+    assert len(results["records"]) == 10
+    # 28x28x1 inputs: the student's first layer has 784 inputs.
+    student = next(r for r in results["records"] if r["row"] == "student")
+    units = results["config"]["student_units"]
+    assert student["parameters"] == 784 * units + units + units * 10 + 10
+    assert (tmp_path / "penultimate_projection.png").is_file()

@@ -8,7 +8,8 @@ import argparse
 import importlib
 import sys
 
-# Imported lazily so that `keras-kd --help` does not pay for TensorFlow.
+# Each module only registers its arguments when imported; its heavy work (models,
+# data, TensorFlow graphs) starts in the `func` it sets.
 _SUBCOMMANDS = ("reproduce", "bench", "bench_ece")
 
 

@@ -31,7 +31,7 @@ ROWS = (
 )
 
 ROW_DESCRIPTIONS = {
-    "teacher": "CNN teacher, hard labels",
+    "teacher": "CNN teacher, hard labels (images shifted by up to `teacher_shift_pixels`)",
     "student": "MLP student from scratch, hard labels",
     "kd": "student distilled from `teacher` (Hinton et al. 2015)",
     "label_smoothing": "student with LabelSmoothingLoss (Szegedy et al. 2016)",
@@ -64,15 +64,17 @@ METRICS = (
 class Record:
     """One row trained with one seed, measured on the test split.
 
-    accuracy: top-1 accuracy. nll: mean negative log-likelihood. ece: expected
-    calibration error (equal-width bins). ece_temperature_scaled / nll_temperature_scaled:
-    the same after temperature scaling fitted on the validation split, whose fitted
-    value is `temperature` (None, with `note`, when no finite T exists). parameters:
-    the trained model's parameter count. training_seconds: wall time of this row's own
-    `fit` (its teacher's training is not included). ece_noise_floor: the mean ECE a
-    perfectly calibrated model with the same confidences would show on this test
-    split (the estimator's sampling noise; see `_calibrated_ece`). teacher_accuracy / teacher_ece:
-    the test accuracy and ECE of the model that taught this row, for distilled rows.
+    - accuracy: top-1 accuracy; nll: mean negative log-likelihood; ece: expected
+      calibration error (equal-width bins).
+    - ece_temperature_scaled, nll_temperature_scaled: the same after temperature
+      scaling fitted on the validation split; temperature: the fitted T (all three
+      None, with `note`, when no finite T exists).
+    - parameters: the trained model's parameter count; training_seconds: wall time of
+      this row's own `fit` (its teacher's training not included).
+    - ece_noise_floor: the mean ECE a perfectly calibrated model with the same
+      confidences shows on this test split (sampling noise; see `_calibrated_ece`).
+    - teacher_accuracy, teacher_ece: those of the model that taught this row, for
+      distilled rows.
     """
 
     row: str
@@ -91,20 +93,6 @@ class Record:
     note: str = None
 
 
-@dataclasses.dataclass
-class Measurement:
-    """What `_measure` computes for any model; rows and helper teachers alike."""
-
-    test_logits: np.ndarray
-    accuracy: float
-    nll: float
-    ece: float
-    ece_temperature_scaled: float
-    nll_temperature_scaled: float
-    temperature: float
-    note: str
-
-
 def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
     """Trains and measures every row for one seed.
 
@@ -118,40 +106,34 @@ def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
     records = {}
     test_logits = {}
 
-    def add(row, model, seconds, teacher_measurement=None):
-        measurement = runner.measure(model)
-        test_logits[row] = measurement.test_logits
+    def add(row, model, seconds, teacher_metrics=None):
+        logits, metrics = runner.measure(model)
+        test_logits[row] = logits
         records[row] = Record(
             row=row,
             seed=seed,
-            accuracy=measurement.accuracy,
-            nll=measurement.nll,
-            ece=measurement.ece,
-            ece_temperature_scaled=measurement.ece_temperature_scaled,
-            nll_temperature_scaled=measurement.nll_temperature_scaled,
-            temperature=measurement.temperature,
+            **metrics,
             parameters=int(model.count_params()),
             training_seconds=seconds,
-            ece_noise_floor=_calibrated_ece(measurement.test_logits, config.num_bins, seed),
-            teacher_accuracy=teacher_measurement.accuracy if teacher_measurement else None,
-            teacher_ece=teacher_measurement.ece if teacher_measurement else None,
-            note=measurement.note,
+            ece_noise_floor=_calibrated_ece(logits, config.num_bins, seed),
+            teacher_accuracy=teacher_metrics["accuracy"] if teacher_metrics else None,
+            teacher_ece=teacher_metrics["ece"] if teacher_metrics else None,
         )
-        runner.log_line(row, measurement, seconds)
-        return measurement
+        runner.log_line(row, metrics, seconds)
+        return metrics
 
     hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     smoothing_loss = keras_kd.LabelSmoothingLoss(config.smoothing, from_logits=True)
 
     teacher, seconds = runner.train(_models.build_teacher, hard_loss)
-    teacher_measurement = add("teacher", teacher, seconds)
+    teacher_metrics = add("teacher", teacher, seconds)
 
     student, seconds = runner.train(_models.build_student, hard_loss)
-    student_measurement = add("student", student, seconds)
+    student_metrics = add("student", student, seconds)
 
     model, seconds = runner.distil(teacher, _models.build_student,
                                    config.kd_temperature, config.kd_alpha)
-    add("kd", model, seconds, teacher_measurement)
+    add("kd", model, seconds, teacher_metrics)
 
     label_smoothing, seconds = runner.train(_models.build_student, smoothing_loss)
     add("label_smoothing", label_smoothing, seconds)
@@ -168,26 +150,26 @@ def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
     # The trained `student` row is the "copy of itself trained first".
     model, seconds = runner.distil(student, _models.build_student,
                                    config.teacher_free_temperature, config.teacher_free_alpha)
-    add("tfkd_self", model, seconds, student_measurement)
+    add("tfkd_self", model, seconds, student_metrics)
 
     model, seconds = runner.distil(student, _models.build_teacher,
                                    config.teacher_free_temperature, config.teacher_free_alpha)
-    add("re_kd", model, seconds, student_measurement)
+    add("re_kd", model, seconds, student_metrics)
 
     poor_teacher, _ = runner.train(_models.build_teacher, hard_loss,
                                    steps=config.poor_teacher_steps)
-    poor_measurement = runner.measure(poor_teacher)
-    runner.log_line(f"(de_kd teacher, {config.poor_teacher_steps} steps)", poor_measurement)
+    _, poor_metrics = runner.measure(poor_teacher)
+    runner.log_line(f"(de_kd teacher, {config.poor_teacher_steps} steps)", poor_metrics)
     model, seconds = runner.distil(poor_teacher, _models.build_student,
                                    config.teacher_free_temperature, config.teacher_free_alpha)
-    add("de_kd", model, seconds, poor_measurement)
+    add("de_kd", model, seconds, poor_metrics)
 
     ls_teacher, _ = runner.train(_models.build_teacher, smoothing_loss)
-    ls_teacher_measurement = runner.measure(ls_teacher)
-    runner.log_line("(ls_teacher_kd teacher)", ls_teacher_measurement)
+    _, ls_teacher_metrics = runner.measure(ls_teacher)
+    runner.log_line("(ls_teacher_kd teacher)", ls_teacher_metrics)
     model, seconds = runner.distil(ls_teacher, _models.build_student,
                                    config.kd_temperature, config.kd_alpha)
-    add("ls_teacher_kd", model, seconds, ls_teacher_measurement)
+    add("ls_teacher_kd", model, seconds, ls_teacher_metrics)
 
     # FitNets' regressor (a Dense layer the Distiller adds, as the widths differ)
     # maps the student's penultimate layer onto the teacher's.
@@ -195,7 +177,7 @@ def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
                                 weight=config.hint_weight, name="hint")
     model, seconds = runner.distil(teacher, _models.build_student, config.kd_temperature,
                                    config.kd_alpha, feature_pairs=[hint])
-    add("fitnets", model, seconds, teacher_measurement)
+    add("fitnets", model, seconds, teacher_metrics)
 
     artifacts = {}
     if keep_artifacts:
@@ -285,28 +267,31 @@ class _SeedRunner:
         return student, self._fit(distiller, self._shift_pixels(build))
 
     def measure(self, model):
-        """Test metrics, plus temperature scaling fitted on the validation split."""
+        """(test logits, metrics): the test metrics of `Record`, with temperature
+        scaling fitted on the validation split."""
         dataset = self.dataset
         num_bins = self.config.num_bins
         test_logits = _predict(model, dataset.x_test)
-        val_logits = _predict(model, dataset.x_val)
-        accuracy = float(np.mean(np.argmax(test_logits, axis=-1) == dataset.y_test))
-        nll = calibration.negative_log_likelihood(test_logits, dataset.y_test, from_logits=True)
-        ece = calibration.expected_calibration_error(
-            test_logits, dataset.y_test, num_bins=num_bins, from_logits=True
-        )
+        metrics = {
+            "accuracy": float(np.mean(np.argmax(test_logits, axis=-1) == dataset.y_test)),
+            "nll": calibration.negative_log_likelihood(test_logits, dataset.y_test,
+                                                       from_logits=True),
+            "ece": calibration.expected_calibration_error(test_logits, dataset.y_test,
+                                                          num_bins=num_bins, from_logits=True),
+            "ece_temperature_scaled": None,
+            "nll_temperature_scaled": None,
+            "temperature": None,
+            "note": None,
+        }
         try:
-            scaler = calibration.TemperatureScaling().fit(val_logits, dataset.y_val)
+            scaler = calibration.TemperatureScaling().fit(_predict(model, dataset.x_val),
+                                                          dataset.y_val)
         except ValueError as error:
             # No finite T minimises the validation NLL (e.g. no validation errors).
-            note = f"temperature scaling not fitted: {error}"
-            return Measurement(test_logits, accuracy, nll, ece, None, None, None, note)
+            metrics["note"] = f"temperature scaling not fitted: {error}"
+            return test_logits, metrics
         scaled = scaler.transform(test_logits)
-        return Measurement(
-            test_logits=test_logits,
-            accuracy=accuracy,
-            nll=nll,
-            ece=ece,
+        metrics.update(
             ece_temperature_scaled=calibration.expected_calibration_error(
                 scaled, dataset.y_test, num_bins=num_bins, from_logits=True
             ),
@@ -314,8 +299,8 @@ class _SeedRunner:
                 scaled, dataset.y_test, from_logits=True
             ),
             temperature=float(scaler.temperature),
-            note=None,
         )
+        return test_logits, metrics
 
     def projection_inputs(self, model):
         """Penultimate features (train and test) and class templates, for the picture."""
@@ -329,12 +314,11 @@ class _SeedRunner:
             "bias": bias,
         }
 
-    def log_line(self, label, measurement, seconds=None):
-        scaled = measurement.ece_temperature_scaled
-        temperature = measurement.temperature
+    def log_line(self, label, metrics, seconds=None):
+        scaled, temperature = metrics["ece_temperature_scaled"], metrics["temperature"]
         line = (
-            f"seed {self.seed} | {label:<16} acc {measurement.accuracy:.4f}  "
-            f"nll {measurement.nll:.3f}  ece {measurement.ece:.4f}  "
+            f"seed {self.seed} | {label:<16} acc {metrics['accuracy']:.4f}  "
+            f"nll {metrics['nll']:.3f}  ece {metrics['ece']:.4f}  "
             f"ece(ts) {'n/a' if scaled is None else f'{scaled:.4f}'}  "
             f"T {'n/a' if temperature is None else f'{temperature:.2f}'}"
         )
