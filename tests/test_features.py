@@ -363,20 +363,9 @@ def test_compute_loss_path_matches_the_tensorflow_train_step():
 # --- one forward each ---------------------------------------------------------------
 
 
-class _CallCounter(keras.layers.Layer):
-    """Identity layer counting its executions in a variable (works inside tf.function)."""
-
-    def build(self, input_shape):
-        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, name="calls")
-
-    def call(self, inputs):
-        self.calls.assign_add(1.0)
-        return inputs
-
-
-def _counted_mlp(hidden_units, name):
+def _counted_mlp(call_counter, hidden_units, name):
     inputs = keras.Input((5,))
-    counted = _CallCounter(name="counter")(inputs)
+    counted = call_counter(name="counter")(inputs)
     hidden = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(counted)
     hidden_2 = keras.layers.Dense(hidden_units, activation="relu", name="hidden_2")(hidden)
     outputs = keras.layers.Dense(NUM_CLASSES, name="logits")(hidden_2)
@@ -384,8 +373,9 @@ def _counted_mlp(hidden_units, name):
 
 
 @pytest.mark.parametrize("run_eagerly", [False, True])
-def test_one_teacher_and_one_student_forward_per_step(run_eagerly):
-    teacher, student = _counted_mlp(6, "teacher"), _counted_mlp(4, "student")
+def test_one_teacher_and_one_student_forward_per_step(run_eagerly, call_counter):
+    teacher = _counted_mlp(call_counter, 6, "teacher")
+    student = _counted_mlp(call_counter, 4, "student")
     pairs = [
         FeaturePair("hidden", "hidden"),
         FeaturePair("hidden_2", "hidden_2", loss="cosine"),

@@ -23,6 +23,13 @@ def add_jit_compile_argument(parser, what):
     )
 
 
+def apply_quick(args, overrides):
+    """With `--quick`, replaces the sizes in `args` by a smoke run's `overrides`."""
+    if args.quick:
+        for name, value in overrides.items():
+            setattr(args, name, value)
+
+
 def mlp(features, units, classes, name):
     """A ReLU MLP ending in logits: `features -> units... -> classes`."""
     import keras

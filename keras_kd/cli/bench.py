@@ -26,6 +26,7 @@ import time
 
 from keras_kd.cli._bench_common import JIT_MODES
 from keras_kd.cli._bench_common import add_jit_compile_argument
+from keras_kd.cli._bench_common import apply_quick
 from keras_kd.cli._bench_common import load_average
 from keras_kd.cli._bench_common import mlp
 from keras_kd.cli._bench_common import positive_int
@@ -87,9 +88,7 @@ def add_parser(subparsers):
 def run(args):
     import keras
 
-    if args.quick:
-        for name, value in _QUICK.items():
-            setattr(args, name, value)
+    apply_quick(args, _QUICK)
     jit_modes = JIT_MODES[args.jit_compile]
     data = synthetic_data(args)
     machine = _machine()
