@@ -185,8 +185,12 @@ def test_ensemble_is_cached_per_member_and_folded_at_the_distillers_temperature(
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ensemble", [False, True], ids=["one_teacher", "ensemble"])
-def test_training_from_cache_gives_the_weights_of_live_distillation(ensemble):
+@pytest.mark.parametrize(
+    "ensemble, check_inputs",
+    [(False, True), (True, True), (False, False)],
+    ids=["one_teacher", "ensemble", "unchecked_inputs"],
+)
+def test_training_from_cache_gives_the_weights_of_live_distillation(ensemble, check_inputs):
     x, y, sample_weight = arrays()
     teacher = [dense_teacher(1), dense_teacher(2)] if ensemble else dense_teacher(1)
     temperature = 2.0
@@ -194,7 +198,9 @@ def test_training_from_cache_gives_the_weights_of_live_distillation(ensemble):
     live = compiled_distiller(teacher, mlp_student(), temperature=temperature)
     live.fit(batched(x, y, sample_weight), epochs=2, shuffle=False, verbose=0)
 
-    cached = cache_teacher_logits(teacher, (x, y, sample_weight), BATCH_SIZE, verbose=0)
+    cached = cache_teacher_logits(
+        teacher, (x, y, sample_weight), BATCH_SIZE, check_inputs=check_inputs, verbose=0
+    )
     offline = compiled_distiller(teacher, mlp_student(), temperature=temperature)
     offline.fit(cached, epochs=2, shuffle=False, verbose=0)
 
@@ -355,6 +361,11 @@ def test_inputs_that_change_after_caching_fail_the_epoch():
     offset.assign(1.0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="differ from those the teacher saw"):
         collect(cached)
+    # The opt-out skips exactly this per-batch check, nothing else.
+    offset.assign(0.0)
+    unchecked = cache_teacher_logits(dense_teacher(1), dataset, check_inputs=False, verbose=0)
+    offset.assign(1.0)
+    assert len(collect(unchecked)) == len(collect(batched(x, y)))
 
 
 def test_rows_reordered_in_a_later_batch_fail_the_epoch():
@@ -449,6 +460,7 @@ def test_cached_logits_that_do_not_match_the_student_raise():
         ({"batch_size": 0}, "`batch_size` must be an integer >= 1, got 0"),
         ({"batch_size": 8, "dtype": "int8"}, "`dtype` must be one of .* got 'int8'"),
         ({"batch_size": 8, "verbose": 2}, "`verbose` must be one of .* got 2"),
+        ({"batch_size": 8, "check_inputs": "yes"}, "`check_inputs` must be True or False"),
     ],
 )
 def test_bad_arguments_raise_value_errors(kwargs, match):
