@@ -7,14 +7,11 @@ from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd import features
 from keras_kd import losses
-
-# Key under which `y` carries precomputed teacher logits, e.g. from
-# `keras_kd.cache_teacher_logits`: `y = {LABELS: labels, TEACHER_LOGITS: logits}`.
-LABELS = "labels"
-TEACHER_LOGITS = "teacher_logits"
-# An ensemble's cache keeps each member's logits, (batch, M, K), folded at the
-# Distiller's own temperature by `split_targets`.
-TEACHER_MEMBER_LOGITS = "teacher_member_logits"
+from keras_kd.targets import LABELS  # noqa: F401  (re-exported: the cached-target keys)
+from keras_kd.targets import TEACHER_LOGITS
+from keras_kd.targets import TEACHER_MEMBER_LOGITS  # noqa: F401
+from keras_kd.targets import example_weights as _example_weights
+from keras_kd.targets import split_targets
 
 # Logged during `fit` only; `evaluate` runs no teacher, so it reports the student's own
 # compiled loss and metrics, exactly as `student.evaluate` does.
@@ -401,44 +398,6 @@ def _serialize_model(model):
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)
     return config
-
-
-def split_targets(y, temperature=None):
-    """Splits `y` into (labels, teacher logits or None).
-
-    `y` is either plain labels, or a dict as made by `keras_kd.cache_teacher_logits`
-    (labels may then be absent for soft-only training): `{"labels": ...,
-    "teacher_logits": (batch, K)}` from one teacher, or `{"labels": ...,
-    "teacher_member_logits": (batch, M, K)}` from an ensemble of M. An ensemble's fold
-    depends on the temperature, so it is folded here, at `temperature`, by the same
-    `losses.ensemble_logits` as a live ensemble: one cache serves every temperature.
-    """
-    if isinstance(y, dict) and TEACHER_LOGITS in y:
-        return y.get(LABELS), ops.cast(y[TEACHER_LOGITS], "float32")
-    if isinstance(y, dict) and TEACHER_MEMBER_LOGITS in y:
-        if temperature is None:
-            raise ValueError(
-                f"`y` carries an ensemble's cached {TEACHER_MEMBER_LOGITS!r}, which are "
-                "folded at a temperature; got temperature=None."
-            )
-        members = ops.unstack(ops.cast(y[TEACHER_MEMBER_LOGITS], "float32"), axis=1)
-        return y.get(LABELS), losses.ensemble_logits(members, temperature)
-    return y, None
-
-
-def _example_weights(sample_weight):
-    """One weight per example, also when Keras spread it over a dict `y`.
-
-    Keras' array adapter copies a flat `sample_weight` onto every entry of a nested
-    `y`, so with cached teacher logits it arrives as `{"labels": w, "teacher_logits":
-    w}`; both entries are the same per-example weights.
-    """
-    if isinstance(sample_weight, dict):
-        for key in (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS):
-            if sample_weight.get(key) is not None:
-                return sample_weight[key]
-        return None
-    return sample_weight
 
 
 def _unscale(loss):

@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from keras_kd import _teacher
 from keras_kd import _validation
-from keras_kd.distiller import LABELS
-from keras_kd.distiller import TEACHER_LOGITS
-from keras_kd.distiller import TEACHER_MEMBER_LOGITS
+from keras_kd.targets import LABELS
+from keras_kd.targets import TEACHER_LOGITS
+from keras_kd.targets import TEACHER_MEMBER_LOGITS
 
 _DTYPES = ("float32", "float16")
 _FORMAT = "keras_kd.teacher_logits/1"
