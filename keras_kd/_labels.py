@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_kd import _validation
+
 
 def is_sparse(labels, predictions):
     """True when `labels` holds class indices for `predictions` of shape (..., K).
@@ -21,6 +23,7 @@ def is_sparse(labels, predictions):
     Raises:
         ValueError: labels whose shape fits neither convention, naming both shapes.
     """
+    _validation.check_numeric_labels(labels)
     label_shape = tuple(labels.shape)
     prediction_shape = tuple(predictions.shape)
     num_classes = prediction_shape[-1]
@@ -50,6 +53,7 @@ def to_one_hot(labels, predictions, dtype="float32"):
     num_classes = predictions.shape[-1]
     if is_sparse(labels, predictions):
         return ops.one_hot(_class_indices(labels, predictions), num_classes, dtype=dtype)
+    _validation.check_distribution_rows(labels)
     return ops.cast(labels, dtype)
 
 
@@ -57,6 +61,7 @@ def to_indices(labels, predictions):
     """Returns labels as int32 class indices of shape (...,)."""
     if is_sparse(labels, predictions):
         return _class_indices(labels, predictions)
+    _validation.check_distribution_rows(labels)
     return ops.cast(ops.argmax(labels, axis=-1), "int32")
 
 
@@ -95,20 +100,5 @@ def _check_class_range(indices, num_classes):
         )
 
 
-def _eager_values(tensor):
-    """`tensor` as NumPy when its values exist outside a traced function, else None."""
-    if isinstance(tensor, np.ndarray):
-        return tensor
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tensor.numpy() if tf.executing_eagerly() and hasattr(tensor, "numpy") else None
-    if backend == "jax":
-        import jax
-
-        return None if isinstance(tensor, jax.core.Tracer) else np.asarray(tensor)
-    if backend == "torch":
-        # Only host tensors: reading a GPU tensor would sync the device every step.
-        return tensor.detach().numpy() if tensor.device.type == "cpu" else None
-    return ops.convert_to_numpy(tensor)
+# One definition, in `_validation`, for every eager value check.
+_eager_values = _validation.eager_values

@@ -55,9 +55,12 @@ def kl_divergence_from_log_probs(target_log_probs, log_probs):
     target_log_probs = ops.cast(target_log_probs, "float32")
     log_probs = ops.cast(log_probs, "float32")
     target_probs = ops.exp(target_log_probs)
-    # `where` keeps -inf - (-inf) = nan out of the sum for zero-probability targets.
-    safe_target_log_probs = ops.where(target_probs > 0, target_log_probs, 0.0)
-    return ops.sum(target_probs * (safe_target_log_probs - log_probs), axis=-1)
+    # `where` over the whole product keeps -inf - (-inf) = nan and 0 * inf = nan out of
+    # the sum for zero-probability targets (a class both models mask with -inf).
+    return ops.sum(
+        ops.where(target_probs > 0, target_probs * (target_log_probs - log_probs), 0.0),
+        axis=-1,
+    )
 
 
 def cross_entropy(y_true, logits):
@@ -66,10 +69,24 @@ def cross_entropy(y_true, logits):
     `y_true` may be class indices or (soft) targets of shape (..., K).
     """
     targets = _labels.to_one_hot(y_true, logits)
-    return -ops.sum(targets * tempered_log_softmax(logits), axis=-1)
+    return -ops.sum(weighted_log_probs(targets, tempered_log_softmax(logits)), axis=-1)
+
+
+def weighted_log_probs(targets, log_probs):
+    """`q * log p`, with 0 where q = 0: a masked class (`log p = -inf`) adds 0, not nan.
+
+    Keras' `SparseCategoricalCrossentropy` gives the same finite value on masked logits;
+    `CategoricalCrossentropy` gives nan there.
+    """
+    return ops.where(targets > 0, targets * log_probs, 0.0)
 
 
 def log_probs(y_pred, from_logits):
+    """`log p` from logits (`log_softmax`) or from probabilities, as Keras reads them.
+
+    Probabilities are normalised and clipped to [1e-7, 1 - 1e-7] before the log, as
+    Keras' categorical cross-entropy does.
+    """
     if from_logits:
         return tempered_log_softmax(y_pred)
     probs = ops.cast(y_pred, "float32")
@@ -89,3 +106,59 @@ def check_same_shape(a, b, name_a, name_b):
         )
 
 
+
+
+class CheckedLoss(keras.losses.Loss):
+    """A `keras.losses.Loss` that checks labels and weights before Keras converts them.
+
+    String labels, and NaN, infinite, negative or wrongly shaped `sample_weight`, raise
+    a `ValueError` naming the argument; Keras would otherwise fail inside a cast or
+    silently weight the loss wrongly. Values are checked when known without a device
+    sync (NumPy inputs, eager tensors), shapes always.
+    """
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        _validation.check_numeric_labels(y_true)
+        if hasattr(y_pred, "shape"):
+            _validation.check_sample_weight(sample_weight, y_pred)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+
+def check_teacher_logits(teacher_logits, output="softmax", name="teacher_logits"):
+    """Raises when teacher targets are probabilities where logits are expected.
+
+    Eager values (NumPy, eager tensors): a `ValueError` saying what was found. Inside
+    a compiled TensorFlow `fit` (no XLA), the same test runs in the graph as an
+    assertion (`InvalidArgumentError` with this message), at the cost of one pass
+    over the (batch, K) targets; under XLA or a JAX `jit` graph it cannot raise and
+    is skipped: check `teacher.predict(x)` once, or use the `Distiller`, which checks
+    its first batch before training.
+    """
+    hint = (
+        f"Pass logits: take `keras.ops.log(p)` of softmax probabilities (exact: it has the "
+        f"same tempered softmax), `log(p) - log(1 - p)` of sigmoid ones, or build the "
+        f"teacher's last layer with activation=None."
+    )
+    values = _validation.eager_values(teacher_logits)
+    if values is not None:
+        if _validation.is_string_array(values):
+            raise ValueError(f"`{name}` must be numeric logits, got strings such as {values.flat[0]!r}.")
+        found = _validation.probability_form(values, output)
+        if found:
+            raise ValueError(f"`{name}` look like {found}, not logits. {hint}")
+        return
+    if keras.backend.backend() == "tensorflow":
+        _graph_assert_not_probabilities(teacher_logits, output, f"`{name}` look like probabilities, not logits. {hint}")
+
+
+def _graph_assert_not_probabilities(logits, output, message):
+    import tensorflow as tf
+
+    values = tf.cast(logits, tf.float32)
+    in_unit_interval = tf.reduce_all((values >= 0.0) & (values <= 1.0))
+    if output == "sigmoid" or values.shape[-1] == 1:
+        looks = in_unit_interval & (tf.size(values) >= 16)
+    else:
+        row_sums = tf.reduce_sum(values, axis=-1)
+        looks = in_unit_interval & tf.reduce_all(tf.abs(row_sums - 1.0) <= 1e-3)
+    tf.debugging.Assert(tf.logical_not(looks), [message])

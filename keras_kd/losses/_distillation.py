@@ -6,13 +6,16 @@ import keras
 from keras import ops
 
 from keras_kd import _validation
+from keras_kd.losses import _binary
 from keras_kd.losses._core import PACKAGE
+from keras_kd.losses._core import CheckedLoss
+from keras_kd.losses._core import check_teacher_logits
 from keras_kd.losses._core import check_same_shape
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
 
 
-def distillation_loss(teacher_logits, student_logits, temperature=4.0):
+def distillation_loss(teacher_logits, student_logits, temperature=4.0, output="softmax"):
     """Hinton's soft-target loss, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
     The `T^2` factor keeps the soft term's gradient, which scales as `1 / T^2`,
@@ -28,6 +31,10 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0):
         teacher_logits: shape (..., K).
         student_logits: shape (..., K).
         temperature: float > 0, default 4.0.
+        output: "softmax" (default; one distribution over the K classes) or
+            "sigmoid" (K independent binary labels: `T^2 * mean_k` of Bernoulli KLs
+            between `sigmoid(t_k / T)` and `sigmoid(s_k / T)`). K = 1 is binary under
+            either, the two-class softmax over `[0, z]`; see `losses._binary`.
 
     Returns:
         float32 per-example loss, shape (...,).
@@ -36,13 +43,17 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0):
         Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015.
     """
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
+    if _binary.is_binary_form(student_logits, output):
+        if isinstance(temperature, (int, float)):
+            _validation.check_temperature(temperature)
+        return _binary.binary_distillation_loss(teacher_logits, student_logits, temperature)
     teacher_log_probs = tempered_log_softmax(teacher_logits, temperature)
     student_log_probs = tempered_log_softmax(student_logits, temperature)
     kl = kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
     return (temperature**2) * kl
 
 
-def ensemble_logits(teacher_logits_list, temperature):
+def ensemble_logits(teacher_logits_list, temperature, output="softmax"):
     """Logits whose tempered softmax is the mean of an ensemble's tempered softmaxes.
 
     `T * log( (1/M) sum_m softmax(z_m / T) )`, computed with `logsumexp`. Feeding the
@@ -53,12 +64,17 @@ def ensemble_logits(teacher_logits_list, temperature):
     Args:
         teacher_logits_list: list of M tensors of shape (..., K).
         temperature: float > 0.
+        output: "softmax" (default) or "sigmoid": for sigmoid outputs (and K = 1) the
+            members' `sigmoid(z_m / T)` are averaged instead, giving the logit
+            `T * (log mean_m sigmoid(z_m / T) - log mean_m sigmoid(-z_m / T))`.
 
     Returns:
         float32 tensor of shape (..., K).
     """
     if len(teacher_logits_list) == 1:
         return ops.cast(teacher_logits_list[0], "float32")
+    if _binary.is_binary_form(teacher_logits_list[0], output):
+        return _binary.binary_ensemble_logits(teacher_logits_list, temperature)
     log_probs = ops.stack(
         [tempered_log_softmax(logits, temperature) for logits in teacher_logits_list],
         axis=0,
@@ -67,12 +83,17 @@ def ensemble_logits(teacher_logits_list, temperature):
     return temperature * mean_log_probs
 
 
-def logit_matching_loss(teacher_logits, student_logits):
+def logit_matching_loss(teacher_logits, student_logits, output="softmax"):
     """Squared error between zero-meaned logits (Ba & Caruana 2014).
 
     `L = 0.5 * mean_k ((s_k - mean(s)) - (t_k - mean(t)))^2`. The 1/2 makes it the
     exact high-temperature limit of `distillation_loss`: `T^2 KL -> L` as T -> inf
-    (Hinton et al. 2015, section 2.1).
+    (Hinton et al. 2015, section 2.1). Classes masked with `-inf` in both teacher and
+    student are left out of the means (a class masked in only one gives `inf`).
+
+    With `output="sigmoid"` (or K = 1) each logit is already the centred difference of
+    its two-class logits `[0, z]`, and the loss is `mean_k (s_k - t_k)^2 / 8`, the
+    high-temperature limit of the binary `distillation_loss`.
 
     Returns:
         float32 per-example loss, shape (...,).
@@ -81,15 +102,23 @@ def logit_matching_loss(teacher_logits, student_logits):
         Ba, Caruana. Do Deep Nets Really Need to be Deep? NeurIPS 2014.
     """
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
+    if _binary.is_binary_form(student_logits, output):
+        return _binary.binary_logit_matching_loss(teacher_logits, student_logits)
     teacher_logits = ops.cast(teacher_logits, "float32")
     student_logits = ops.cast(student_logits, "float32")
-    teacher_centred = teacher_logits - ops.mean(teacher_logits, axis=-1, keepdims=True)
-    student_centred = student_logits - ops.mean(student_logits, axis=-1, keepdims=True)
-    return 0.5 * ops.mean(ops.square(student_centred - teacher_centred), axis=-1)
+    # A class both mask (-inf) carries no logit to match: out of the means and the sum.
+    kept = ops.logical_not(ops.isneginf(teacher_logits) & ops.isneginf(student_logits))
+    num_kept = ops.sum(ops.cast(kept, "float32"), axis=-1, keepdims=True)
+    teacher_logits = ops.where(kept, teacher_logits, 0.0)
+    student_logits = ops.where(kept, student_logits, 0.0)
+    teacher_centred = teacher_logits - ops.sum(teacher_logits, axis=-1, keepdims=True) / num_kept
+    student_centred = student_logits - ops.sum(student_logits, axis=-1, keepdims=True) / num_kept
+    squared = ops.where(kept, ops.square(student_centred - teacher_centred), 0.0)
+    return 0.5 * ops.sum(squared, axis=-1) / ops.squeeze(num_kept, -1)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class DistillationLoss(keras.losses.Loss):
+class DistillationLoss(CheckedLoss):
     """`T^2 * KL(softmax(t / T) || softmax(s / T))` with teacher logits as `y_true`.
 
     Computed from `log_softmax` in float32 with no clipping (see
@@ -98,7 +127,13 @@ class DistillationLoss(keras.losses.Loss):
 
     Args:
         temperature: float > 0, default 4.0.
+        output: "softmax" (default) or "sigmoid" for binary/multi-label models (a
+            single logit is binary either way); see `distillation_loss`.
         reduction, name, dtype: as for any `keras.losses.Loss`.
+
+    `y_true` must be the teacher's *logits*: probabilities (a softmax teacher's
+    `predict`) raise, eagerly with a `ValueError`, inside a compiled TensorFlow `fit`
+    with an `InvalidArgumentError` (see `losses._core.check_teacher_logits`).
 
     Example:
         >>> student.compile("adam", loss=DistillationLoss(temperature=4.0))
@@ -109,32 +144,51 @@ class DistillationLoss(keras.losses.Loss):
     """
 
     def __init__(
-        self, temperature=4.0, reduction="sum_over_batch_size", name="distillation_loss", dtype=None
+        self,
+        temperature=4.0,
+        reduction="sum_over_batch_size",
+        name="distillation_loss",
+        dtype=None,
+        output="softmax",
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _validation.check_temperature(temperature)
+        self.output = _binary.check_output(output)
 
     def call(self, y_true, y_pred):
-        return distillation_loss(y_true, y_pred, self.temperature)
+        check_teacher_logits(y_true, self.output, name="y_true")
+        return distillation_loss(y_true, y_pred, self.temperature, self.output)
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, "output": self.output}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class LogitMatchingLoss(keras.losses.Loss):
+class LogitMatchingLoss(CheckedLoss):
     """Squared error between zero-meaned teacher (`y_true`) and student logits.
 
     `0.5 * mean_k ((s_k - mean(s)) - (t_k - mean(t)))^2`, the high-temperature limit
-    of `DistillationLoss` (Hinton et al. 2015; Ba & Caruana 2014).
+    of `DistillationLoss` (Hinton et al. 2015; Ba & Caruana 2014). With
+    `output="sigmoid"` (or one logit): `mean_k (s_k - t_k)^2 / 8`.
 
     Example:
         >>> student.compile("adam", loss=LogitMatchingLoss())
         >>> student.fit(x, teacher.predict(x))
     """
 
-    def __init__(self, reduction="sum_over_batch_size", name="logit_matching_loss", dtype=None):
+    def __init__(
+        self,
+        reduction="sum_over_batch_size",
+        name="logit_matching_loss",
+        dtype=None,
+        output="softmax",
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.output = _binary.check_output(output)
 
     def call(self, y_true, y_pred):
-        return logit_matching_loss(y_true, y_pred)
+        check_teacher_logits(y_true, self.output, name="y_true")
+        return logit_matching_loss(y_true, y_pred, self.output)
+
+    def get_config(self):
+        return {**super().get_config(), "output": self.output}

@@ -8,15 +8,18 @@ from keras import ops
 
 from keras_kd import _labels
 from keras_kd import _validation
+from keras_kd.losses import _binary
 from keras_kd.losses._core import PACKAGE
+from keras_kd.losses._core import CheckedLoss
 from keras_kd.losses._core import cross_entropy
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import log_probs
 from keras_kd.losses._core import tempered_log_softmax
+from keras_kd.losses._core import weighted_log_probs
 from keras_kd.losses._distillation import distillation_loss
 
 
-def label_smoothing_loss(y_true, y_pred, smoothing=0.1, from_logits=True):
+def label_smoothing_loss(y_true, y_pred, smoothing=0.1, from_logits=True, output="softmax"):
     """Cross-entropy against smoothed targets (Szegedy et al. 2016; Müller et al. 2019).
 
     `L = (1 - eps) * H(q, p) + eps * H(u, p) = H((1 - eps) q + eps / K, p)` with `u`
@@ -30,16 +33,24 @@ def label_smoothing_loss(y_true, y_pred, smoothing=0.1, from_logits=True):
         from_logits: whether `y_pred` are logits. Probabilities are normalised and
             clipped to [1e-7, 1 - 1e-7] before the log, exactly as Keras'
             cross-entropy does; logits need no clipping and are preferred.
+        output: "softmax" (default) or "sigmoid" for binary/multi-label models, where
+            `y_true` is 0/1 per output (multi-hot) and the loss is the binary
+            cross-entropy against `y (1 - eps) + eps / 2`, averaged over the outputs:
+            exactly Keras' `BinaryCrossentropy(label_smoothing=eps)`. A single output
+            (K = 1) is binary under either.
 
     Returns:
         float32 per-example loss, shape (...,).
     """
     if isinstance(smoothing, numbers.Real):
         _validation.check_in_range(smoothing, "smoothing", 0.0, 1.0, high_inclusive=False)
+    if _binary.is_binary_form(y_pred, output):
+        targets = _binary.binary_targets(y_true, y_pred)
+        return _binary.binary_label_smoothing_loss(targets, y_pred, smoothing, from_logits)
     targets = _labels.to_one_hot(y_true, y_pred)
     num_classes = y_pred.shape[-1]
     smoothed = (1.0 - smoothing) * targets + smoothing / num_classes
-    return -ops.sum(smoothed * log_probs(y_pred, from_logits), axis=-1)
+    return -ops.sum(weighted_log_probs(smoothed, log_probs(y_pred, from_logits)), axis=-1)
 
 
 def virtual_teacher_probs(y_true, y_pred, correct_prob):
@@ -102,8 +113,11 @@ def virtual_teacher_loss(
     if num_classes is not None:
         if num_classes < 2:
             raise ValueError(
-                f"VirtualTeacherLoss needs at least 2 classes, got predictions of "
-                f"shape {tuple(y_pred.shape)}."
+                f"VirtualTeacherLoss needs softmax logits over K >= 2 classes, got `y_pred` "
+                f"of shape {tuple(y_pred.shape)}: its virtual teacher spreads (1 - a) over "
+                "the K - 1 wrong classes, of which a binary model has none beyond the "
+                "other label. For a single-logit (sigmoid) model use "
+                "LabelSmoothingLoss(eps, from_logits=True), the uniform-teacher form."
             )
         if correct_prob <= 1.0 / num_classes:
             raise ValueError(
@@ -124,7 +138,7 @@ def virtual_teacher_loss(
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class LabelSmoothingLoss(keras.losses.Loss):
+class LabelSmoothingLoss(CheckedLoss):
     """Cross-entropy with label smoothing: `(1 - eps) H(q, p) + eps H(u, p)`.
 
     Unlike Keras' `SparseCategoricalCrossentropy`, it smooths sparse integer labels
@@ -135,6 +149,9 @@ class LabelSmoothingLoss(keras.losses.Loss):
         smoothing: eps in [0, 1), default 0.1.
         from_logits: required keyword. True when the model outputs logits (advised;
             needed with a `Distiller`), False for probabilities.
+        output: "softmax" (default) or "sigmoid" (binary/multi-label, 0/1 targets per
+            output; equals Keras' `BinaryCrossentropy(label_smoothing=eps)`). A
+            single output is binary under either.
         reduction, name, dtype: as for any `keras.losses.Loss`.
 
     Example:
@@ -153,6 +170,7 @@ class LabelSmoothingLoss(keras.losses.Loss):
         reduction="sum_over_batch_size",
         name="label_smoothing_loss",
         dtype=None,
+        output="softmax",
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.smoothing = _validation.check_in_range(
@@ -161,20 +179,24 @@ class LabelSmoothingLoss(keras.losses.Loss):
         if not isinstance(from_logits, bool):
             raise ValueError(f"`from_logits` must be True or False, got {from_logits!r}.")
         self.from_logits = from_logits
+        self.output = _binary.check_output(output)
 
     def call(self, y_true, y_pred):
-        return label_smoothing_loss(y_true, y_pred, self.smoothing, self.from_logits)
+        return label_smoothing_loss(
+            y_true, y_pred, self.smoothing, self.from_logits, output=self.output
+        )
 
     def get_config(self):
         return {
             **super().get_config(),
             "smoothing": self.smoothing,
             "from_logits": self.from_logits,
+            "output": self.output,
         }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class VirtualTeacherLoss(keras.losses.Loss):
+class VirtualTeacherLoss(CheckedLoss):
     """Teacher-free KD, Tf-KD_reg: distil from a hand-made virtual teacher.
 
     The virtual teacher puts `correct_prob` on the true class and spreads the rest
