@@ -235,8 +235,9 @@ def probability_form(values, output="softmax", min_binary_values=16):
       row in [0, 1] and summing to 1)". Real logits essentially never do that.
     - sigmoid or K = 1: logits in [0, 1] are legitimate (probabilities 0.5 to 0.73),
       so a value alone proves nothing. But a batch of at least `min_binary_values`
-      outputs all in [0, 1] is either probabilities or a model that never predicts
-      below 0.5 nor above 0.73: useless as a teacher either way, so it is reported.
+      outputs all in [0, 1], not all equal, is either probabilities or a model that
+      never predicts below 0.5 nor above 0.73: useless as a teacher either way, so it
+      is reported. (All equal: a constant output, e.g. on all-zero inputs, says nothing.)
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 0 or values.size == 0 or not np.all(np.isfinite(values)):
@@ -245,7 +246,7 @@ def probability_form(values, output="softmax", min_binary_values=16):
     if not in_unit_interval:
         return None
     if output == "sigmoid" or values.shape[-1] == 1:
-        if values.size < min_binary_values:
+        if values.size < min_binary_values or np.ptp(values) == 0:
             return None
         return (
             f"sigmoid probabilities (all {values.size} values in [0, 1]; as logits they "

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_kd import _fit_checks
 from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd import features
@@ -86,6 +87,11 @@ class Distiller(keras.Model):
             a single Functional or Sequential teacher and student, and a live teacher
             (not cached logits), since features are not cached.
         name: the model's name.
+        output: "softmax" (default; K-class classifiers) or "sigmoid" (multi-label
+            models with K independent sigmoid outputs): the soft term is then the mean
+            over labels of `T^2` Bernoulli KLs between `sigmoid(z / T)`. A single-logit
+            binary model (K = 1) is distilled in that form under either value. See
+            docs/guides/binary-and-multilabel.md.
 
     Example:
         >>> distiller = Distiller(teacher=teacher, student=student, temperature=4.0, alpha=0.9)
@@ -115,6 +121,7 @@ class Distiller(keras.Model):
         alpha=0.9,
         feature_pairs=None,
         name="distiller",
+        output="softmax",
         **kwargs,
     ):
         if "dtype" not in kwargs and _computes_in_float16(student):
@@ -131,7 +138,7 @@ class Distiller(keras.Model):
             )
         self.temperature = _validation.check_temperature(temperature)
         self.alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
-        _teacher.check_compatible(teachers, student)
+        _teacher.check_compatible(teachers, student, output)
         feature_pairs = features.check_feature_pairs(feature_pairs)
         if feature_pairs and len(teachers) > 1:
             # Checked before anything is frozen: a rejected Distiller changes nothing.
@@ -148,13 +155,20 @@ class Distiller(keras.Model):
         self._teacher_is_ensemble = isinstance(teacher, (list, tuple))
         self.teachers = [_teacher.freeze(model) for model in teachers]
         self.student = student
-        self._distillation_loss = losses.DistillationLoss(temperature=self.temperature)
+        self._distillation_loss = losses.DistillationLoss(
+            temperature=self.temperature, output=output
+        )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.feature_pairs = feature_pairs
         self._feature_hints = feature_hints
         if getattr(student, "built", False):
             self.built = True
+
+    def fit(self, *args, **kwargs):
+        # Before any step: weights, target keys, and the first batch's values (once).
+        _fit_checks.check_fit_call(self, args, kwargs)
+        return super().fit(*args, **kwargs)
 
     @property
     def teacher(self):
@@ -220,7 +234,7 @@ class Distiller(keras.Model):
         which calls it); the TensorFlow `train_step` calls the same
         `_distillation_objective`.
         """
-        labels, teacher_logits = split_targets(y, self.temperature)
+        labels, teacher_logits = split_targets(y, self.temperature, self._distillation_loss.output)
         sample_weight = _example_weights(sample_weight)
         if not training:
             return self._student_loss(labels, y_pred, sample_weight) + self._regularization()
@@ -233,7 +247,9 @@ class Distiller(keras.Model):
         """(teacher logits, teacher features or None): one teacher forward, or the cache."""
         if self._feature_hints is None:
             if cached_logits is None:
-                cached_logits = _teacher.teacher_logits(self.teachers, x, self.temperature)
+                cached_logits = _teacher.teacher_logits(
+                    self.teachers, x, self.temperature, self._distillation_loss.output
+                )
             return cached_logits, None
         if cached_logits is not None:
             raise ValueError(
@@ -296,7 +312,7 @@ class Distiller(keras.Model):
         return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        labels, _ = split_targets(y, self.temperature)
+        labels, _ = split_targets(y, self.temperature, self._distillation_loss.output)
         sample_weight = _example_weights(sample_weight)
         return super().compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 
@@ -310,7 +326,7 @@ class Distiller(keras.Model):
 
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
             sample_weight = _example_weights(sample_weight)
-            labels, teacher_logits = split_targets(y, self.temperature)
+            labels, teacher_logits = split_targets(y, self.temperature, self._distillation_loss.output)
             teacher_logits, teacher_features = self._teacher_targets(x, teacher_logits)
             with tf.GradientTape() as tape:
                 student_logits = self(x, training=True)
@@ -363,6 +379,7 @@ class Distiller(keras.Model):
             "temperature": self.temperature,
             "alpha": self.alpha,
             "feature_pairs": [keras.saving.serialize_keras_object(p) for p in self.feature_pairs],
+            "output": self._distillation_loss.output,
         }
 
     @classmethod

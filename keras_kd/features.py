@@ -29,6 +29,7 @@ import math
 import keras
 from keras import ops
 
+from keras_kd import _keras_compat
 from keras_kd import _teacher
 from keras_kd import _validation
 
@@ -467,7 +468,17 @@ def _layer_output(model, layer_name, role):
             f"`{role}_layer`={layer_name!r} is not a layer of the {role} {model.name!r}; "
             f"its layers are {names}."
         )
-    return model.get_layer(layer_name).output
+    layer = model.get_layer(layer_name)
+    calls = _keras_compat.layer_call_count(layer)
+    if calls > 1:
+        # `layer.output` would silently be the first call's output only.
+        raise ValueError(
+            f"`{role}_layer`={layer_name!r} is called {calls} times in the {role} "
+            f"{model.name!r} (a shared or reused layer), so its output is ambiguous. Pair "
+            "a layer that is called once: e.g. add a keras.layers.Identity(name=...) after "
+            "the call whose output you want to distil."
+        )
+    return layer.output
 
 
 def _make_projection(pair, teacher_shape, student_shape):

@@ -9,6 +9,8 @@ in neither. `y` is either plain labels, or a dict
 where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
 
+import difflib
+
 from keras import ops
 
 from keras_kd import losses
@@ -20,7 +22,35 @@ TEACHER_LOGITS = "teacher_logits"
 TEACHER_MEMBER_LOGITS = "teacher_member_logits"
 
 
-def split_targets(y, temperature=None):
+_KEYS = (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS)
+
+
+def check_target_keys(y):
+    """Raises when a dict `y` has a key outside the protocol (a misspelt one, say).
+
+    Without this, `{"labels": y, "teacher_logit": t}` would be read as plain labels
+    and the cached logits silently ignored (the teacher would run, or fail).
+    """
+    if not isinstance(y, dict):
+        return
+    unknown = [key for key in y if key not in _KEYS]
+    if unknown or not y:
+        key = unknown[0] if unknown else None
+        close = difflib.get_close_matches(str(key), _KEYS, n=1) if unknown else []
+        suggestion = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"`y` is a dict with keys {sorted(map(str, y))}; cached targets use only "
+            f"{list(_KEYS)} (got {key!r}).{suggestion} Pass plain labels, or the dict "
+            "keras_kd.cache_teacher_logits makes."
+        )
+    if TEACHER_LOGITS in y and TEACHER_MEMBER_LOGITS in y:
+        raise ValueError(
+            f"`y` has both {TEACHER_LOGITS!r} and {TEACHER_MEMBER_LOGITS!r}: pass one "
+            "teacher's logits or an ensemble's member logits, not both."
+        )
+
+
+def split_targets(y, temperature=None, output="softmax"):
     """Splits `y` into (labels, teacher logits or None).
 
     `y` is either plain labels, or a dict as made by `keras_kd.cache_teacher_logits`
@@ -28,8 +58,10 @@ def split_targets(y, temperature=None):
     "teacher_logits": (batch, K)}` from one teacher, or `{"labels": ...,
     "teacher_member_logits": (batch, M, K)}` from an ensemble of M. An ensemble's fold
     depends on the temperature, so it is folded here, at `temperature`, by the same
-    `losses.ensemble_logits` as a live ensemble: one cache serves every temperature.
+    `losses.ensemble_logits` as a live ensemble (with `output`, "softmax" or
+    "sigmoid"): one cache serves every temperature. A dict with any other key raises.
     """
+    check_target_keys(y)
     if isinstance(y, dict) and TEACHER_LOGITS in y:
         return y.get(LABELS), ops.cast(y[TEACHER_LOGITS], "float32")
     if isinstance(y, dict) and TEACHER_MEMBER_LOGITS in y:
@@ -39,7 +71,9 @@ def split_targets(y, temperature=None):
                 "folded at a temperature; got temperature=None."
             )
         members = ops.unstack(ops.cast(y[TEACHER_MEMBER_LOGITS], "float32"), axis=1)
-        return y.get(LABELS), losses.ensemble_logits(members, temperature)
+        return y.get(LABELS), losses.ensemble_logits(members, temperature, output)
+    if isinstance(y, dict):  # {"labels": ...} alone: the teacher runs live
+        return y[LABELS], None
     return y, None
 
 

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_kd import _fit_checks
 from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd.targets import LABELS
@@ -115,7 +116,9 @@ def cache_teacher_logits(
     dtype = _validation.check_choice(dtype, "dtype", _DTYPES)
     check_inputs = _validation.check_bool(check_inputs, "check_inputs")
     verbose = _validation.check_choice(verbose, "verbose", (0, 1))
+    _fit_checks.check_cache_data(teachers, data)
     dataset = _as_batched_dataset(data, batch_size)
+    _fit_checks.check_cache_first_batch(teachers, dataset)
     key = TEACHER_LOGITS if len(teachers) == 1 else TEACHER_MEMBER_LOGITS
     metadata = {
         "format": _FORMAT,

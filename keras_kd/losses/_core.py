@@ -157,7 +157,8 @@ def _graph_assert_not_probabilities(logits, output, message):
     values = tf.cast(logits, tf.float32)
     in_unit_interval = tf.reduce_all((values >= 0.0) & (values <= 1.0))
     if output == "sigmoid" or values.shape[-1] == 1:
-        looks = in_unit_interval & (tf.size(values) >= 16)
+        spread = tf.reduce_max(values) - tf.reduce_min(values)
+        looks = in_unit_interval & (tf.size(values) >= 16) & (spread > 0.0)
     else:
         row_sums = tf.reduce_sum(values, axis=-1)
         looks = in_unit_interval & tf.reduce_all(tf.abs(row_sums - 1.0) <= 1e-3)
