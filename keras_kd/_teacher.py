@@ -88,6 +88,23 @@ def output_activation(model):
     return None
 
 
+def ends_in_logits(model):
+    """True when `model` visibly ends in a layer with a linear activation (a Dense or
+    convolution with `activation=None`): its outputs are logits, no values to check."""
+    try:
+        layers = list(model.layers)
+    except (AttributeError, ValueError):
+        return False
+    for layer in reversed(layers):
+        if isinstance(layer, _PASS_THROUGH_LAYERS):
+            continue
+        if isinstance(layer, keras.Model):
+            return ends_in_logits(layer)
+        activation = getattr(layer, "activation", None)
+        return getattr(activation, "__name__", None) == "linear"
+    return False
+
+
 def _layer_activation(layer):
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
@@ -275,8 +292,10 @@ def _as_logits(model, output):
 def check_first_batch(teachers, student, x, output="softmax", cached_logits=None):
     """Checks one batch of values: teacher outputs (or cached logits) and the student's.
 
-    Run once before training: what static detection (`output_activation`) cannot see
-    (a subclassed model or a `Lambda` that ends in a softmax) shows in the values.
+    Run once before training, and only for models whose output static inspection
+    cannot read (`output_activation` and `ends_in_logits` both say nothing: a
+    subclassed model, a `Lambda`, a custom last layer): a softmax hidden there shows
+    in the values.
     Outputs that are probability distributions where logits are expected raise a
     `ValueError` saying what was found (see `_validation.probability_form`).
     """
@@ -285,7 +304,7 @@ def check_first_batch(teachers, student, x, output="softmax", cached_logits=None
             _validation.eager_values(cached_logits), f"y[{TEACHER_LOGITS!r}]", output,
             "cached teacher logits",
         )
-    else:
+    elif not all(output_activation(model) or ends_in_logits(model) for model in teachers):
         shapes = []
         for index, model in enumerate(teachers):
             where = "`teacher`" if len(teachers) == 1 else f"`teacher[{index}]`"
@@ -301,7 +320,7 @@ def check_first_batch(teachers, student, x, output="softmax", cached_logits=None
                 f"`teacher` ensemble members disagree on the first batch: their outputs "
                 f"have shapes {described}. Every member must predict the same K classes."
             )
-    if student is None:
+    if student is None or ends_in_logits(student):
         return
     student_output = student(x, training=False)
     if isinstance(student_output, (dict, list, tuple)):
