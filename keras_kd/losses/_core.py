@@ -125,7 +125,7 @@ class CheckedLoss(keras.losses.Loss):
 
 
 def check_teacher_logits(teacher_logits, output="softmax", name="teacher_logits"):
-    """Raises when teacher targets are probabilities where logits are expected.
+    """Returns `teacher_logits`, or raises when they are probabilities, not logits.
 
     Eager values (NumPy, eager tensors): a `ValueError` saying what was found. Inside
     a compiled TensorFlow `fit` (no XLA), the same test runs in the graph as an
@@ -142,16 +142,21 @@ def check_teacher_logits(teacher_logits, output="softmax", name="teacher_logits"
     values = _validation.eager_values(teacher_logits)
     if values is not None:
         if _validation.is_string_array(values):
-            raise ValueError(f"`{name}` must be numeric logits, got strings such as {values.flat[0]!r}.")
+            raise ValueError(
+                f"`{name}` must be numeric logits, got strings such as {values.flat[0]!r}."
+            )
         found = _validation.probability_form(values, output)
         if found:
             raise ValueError(f"`{name}` look like {found}, not logits. {hint}")
-        return
+        return teacher_logits
     if keras.backend.backend() == "tensorflow":
-        _graph_assert_not_probabilities(teacher_logits, output, f"`{name}` look like probabilities, not logits. {hint}")
+        message = f"`{name}` look like probabilities, not logits. {hint}"
+        return _graph_assert_not_probabilities(teacher_logits, output, message)
+    return teacher_logits
 
 
 def _graph_assert_not_probabilities(logits, output, message):
+    """`logits`, made to depend on the assertion so that no update runs before it."""
     import tensorflow as tf
 
     values = tf.cast(logits, tf.float32)
@@ -162,4 +167,5 @@ def _graph_assert_not_probabilities(logits, output, message):
     else:
         row_sums = tf.reduce_sum(values, axis=-1)
         looks = in_unit_interval & tf.reduce_all(tf.abs(row_sums - 1.0) <= 1e-3)
-    tf.debugging.Assert(tf.logical_not(looks), [message])
+    with tf.control_dependencies([tf.debugging.Assert(tf.logical_not(looks), [message])]):
+        return tf.identity(logits)

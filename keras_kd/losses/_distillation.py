@@ -156,7 +156,7 @@ class DistillationLoss(CheckedLoss):
         self.output = _binary.check_output(output)
 
     def call(self, y_true, y_pred):
-        check_teacher_logits(y_true, self.output, name="y_true")
+        y_true = check_teacher_logits(y_true, self.output, name="y_true")
         return distillation_loss(y_true, y_pred, self.temperature, self.output)
 
     def get_config(self):
@@ -187,7 +187,7 @@ class LogitMatchingLoss(CheckedLoss):
         self.output = _binary.check_output(output)
 
     def call(self, y_true, y_pred):
-        check_teacher_logits(y_true, self.output, name="y_true")
+        y_true = check_teacher_logits(y_true, self.output, name="y_true")
         return logit_matching_loss(y_true, y_pred, self.output)
 
     def get_config(self):
