@@ -64,6 +64,20 @@ _PASS_THROUGH_LAYERS = (
 )
 
 
+def overrides_call(model):
+    """True when `model`'s class defines its own `call` (a subclassed model).
+
+    Its layers list then says nothing about what it computes: a Functional subclass
+    with its own `call`, or a plain subclass whose `call` applies a softmax.
+    """
+    for cls in type(model).__mro__:
+        if cls.__module__.startswith("keras."):
+            return False
+        if "call" in vars(cls):
+            return True
+    return False
+
+
 def output_activation(model):
     """"softmax" or "sigmoid" when `model` visibly ends in one, else None.
 
@@ -75,6 +89,8 @@ def output_activation(model):
     lambdas cannot be read statically: the `Distiller` and `cache_teacher_logits`
     check their values on the first batch instead.
     """
+    if overrides_call(model):
+        return None
     try:
         layers = list(model.layers)
     except (AttributeError, ValueError):
@@ -91,6 +107,8 @@ def output_activation(model):
 def ends_in_logits(model):
     """True when `model` visibly ends in a layer with a linear activation (a Dense or
     convolution with `activation=None`): its outputs are logits, no values to check."""
+    if overrides_call(model):
+        return False
     try:
         layers = list(model.layers)
     except (AttributeError, ValueError):

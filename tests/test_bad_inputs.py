@@ -21,6 +21,7 @@ from keras_kd import calibration
 from keras_kd import callbacks
 from keras_kd import losses
 from keras_kd import metrics
+from keras_kd import targets  # noqa: F401  (keras_kd.targets.split_targets)
 from keras_kd.distiller import LABELS
 from keras_kd.distiller import TEACHER_LOGITS
 
@@ -370,6 +371,526 @@ BAD_INPUTS = [
         "Teacher logits (`y['teacher_logits']` when cached) of shape (None, 4) do not match "
         "the student's output shape (None, 3)",
     ),
+]
+
+
+# ---------------------------------------------------------------------------
+# Issue 11: binary/multi-label form, probabilities taken for logits, weights, labels,
+# unusual models and data.
+# ---------------------------------------------------------------------------
+
+LOSS_CLASSES = {
+    "DistillationLoss": lambda **kw: keras_kd.DistillationLoss(**kw),
+    "LogitMatchingLoss": lambda **kw: keras_kd.LogitMatchingLoss(**kw),
+    "LabelSmoothingLoss": lambda **kw: keras_kd.LabelSmoothingLoss(0.1, from_logits=True, **kw),
+}
+
+
+def _output_rows():
+    entries = {
+        **{name: (lambda o, make=make: make(output=o)) for name, make in LOSS_CLASSES.items()},
+        "losses.distillation_loss": lambda o: losses.distillation_loss(
+            _logits(), _logits(seed=1), 2.0, output=o
+        ),
+        "losses.logit_matching_loss": lambda o: losses.logit_matching_loss(
+            _logits(), _logits(seed=1), output=o
+        ),
+        "losses.label_smoothing_loss": lambda o: losses.label_smoothing_loss(
+            LABELS_4, _logits(), 0.1, output=o
+        ),
+        "losses.ensemble_logits": lambda o: losses.ensemble_logits(
+            [_logits(), _logits(seed=1)], 2.0, output=o
+        ),
+        "Distiller": lambda o: _distiller(output=o),
+    }
+    return [
+        BadInput(
+            "output",
+            repr(value),
+            entry,
+            lambda make=make, value=value: make(value),
+            f"`output` must be 'softmax' (one distribution over K classes) or 'sigmoid' "
+            f"(independent binary labels; a single logit is binary either way), got {value!r}",
+        )
+        for value in ("softmx", "Sigmoid", None)
+        for entry, make in entries.items()
+    ]
+
+
+def _loss_calls(sample_weight=None, y_true=None):
+    """Each loss class called on 4 examples of 3 classes, with these labels/weights."""
+    labels = LABELS_4 if y_true is None else y_true
+    return {
+        "DistillationLoss": lambda: keras_kd.DistillationLoss()(
+            _logits(seed=2), _logits(), sample_weight=sample_weight
+        ),
+        "LogitMatchingLoss": lambda: keras_kd.LogitMatchingLoss()(
+            _logits(seed=2), _logits(), sample_weight=sample_weight
+        ),
+        "LabelSmoothingLoss": lambda: keras_kd.LabelSmoothingLoss(0.1, from_logits=True)(
+            labels, _logits(), sample_weight=sample_weight
+        ),
+        "VirtualTeacherLoss": lambda: keras_kd.VirtualTeacherLoss()(
+            labels, _logits(), sample_weight=sample_weight
+        ),
+    }
+
+
+def _fit_with_weights(weights, num_examples=8):
+    distiller = _distiller(alpha=0.5)
+    distiller.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.zeros((num_examples, NUM_FEATURES), "float32")
+    distiller.fit(x, np.zeros(num_examples, "int32"), sample_weight=weights, verbose=0)
+
+
+def _weight_value_rows():
+    rows = []
+    for bad in (math.nan, math.inf, -1.0):
+        weights = np.array([1.0, bad, 1.0, 1.0])
+        calls = {
+            **_loss_calls(sample_weight=weights),
+            "Distiller.fit": lambda weights=weights: _fit_with_weights(np.tile(weights, 2)),
+        }
+        for entry, call in calls.items():
+            rows.append(
+                BadInput(
+                    "sample_weight",
+                    repr(bad),
+                    entry,
+                    call,
+                    f"`sample_weight` must be finite and >= 0, got {bad!r}",
+                )
+            )
+    return rows
+
+
+def _weight_shape_rows():
+    rows = []
+    for weights, described in (
+        (np.ones(5), "5 weights for 4 examples"),
+        (np.ones((4, 3)), "one weight per class (4, 3)"),
+    ):
+        for entry, call in _loss_calls(sample_weight=weights).items():
+            rows.append(
+                BadInput(
+                    "sample_weight",
+                    described,
+                    entry,
+                    call,
+                    "`sample_weight` must hold one weight per example, shape (4,) (or a "
+                    f"scalar), for predictions of shape (4, 3); got shape {weights.shape}",
+                )
+            )
+    rows.append(
+        BadInput(
+            "sample_weight",
+            "5 weights for 8 examples",
+            "Distiller.fit",
+            lambda: _fit_with_weights(np.ones(5)),
+            "`sample_weight` must hold one weight per example: got 5 weights for 8 examples",
+        )
+    )
+    return rows
+
+
+STRING_LABELS = np.array(["cat", "dog", "cat", "bird"])
+
+
+def _label_rows():
+    rows = []
+    string_calls = {
+        entry: call
+        for entry, call in _loss_calls(y_true=STRING_LABELS).items()
+        if entry in ("LabelSmoothingLoss", "VirtualTeacherLoss")
+    }
+    string_calls["losses.cross_entropy"] = lambda: losses.cross_entropy(STRING_LABELS, _logits())
+    string_calls["losses.label_smoothing_loss"] = lambda: losses.label_smoothing_loss(
+        STRING_LABELS, _logits(), 0.1
+    )
+    string_calls["DistillationLoss"] = lambda: keras_kd.DistillationLoss()(
+        np.full((4, 3), "x"), _logits()
+    )
+    for entry, call in string_calls.items():
+        rows.append(
+            BadInput(
+                "y_true",
+                "strings",
+                entry,
+                call,
+                "`y_true` must be numeric (class indices, one-hot or 0/1 targets), got strings",
+            )
+        )
+    bad_rows = {
+        "an all-zero one-hot row": (
+            np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]], "float32"),
+            "`y_true` rows must be probability distributions (entries in [0, 1] summing to "
+            "1), got a row summing to 0 at index (2,) (an all-zero row: a missing label?",
+        ),
+        "a multi-hot row summing to 2": (
+            np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1], [0, 0, 1]], "float32"),
+            "`y_true` rows must be probability distributions (entries in [0, 1] summing to "
+            "1), got a row summing to 2 at index (1,) (not 1",
+        ),
+        "a soft row with -0.5": (
+            np.array([[1, 0, 0], [-0.5, 1.5, 0], [0, 0, 1], [0, 0, 1]], "float32"),
+            "`y_true` must hold one-hot or soft targets in [0, 1], got -0.5",
+        ),
+    }
+    for described, (targets, error) in bad_rows.items():
+        calls = {
+            **{
+                entry: call
+                for entry, call in _loss_calls(y_true=targets).items()
+                if entry in ("LabelSmoothingLoss", "VirtualTeacherLoss")
+            },
+            "losses.cross_entropy": lambda targets=targets: losses.cross_entropy(
+                targets, _logits()
+            ),
+            "losses.label_smoothing_loss": lambda targets=targets: losses.label_smoothing_loss(
+                targets, _logits(), 0.1
+            ),
+        }
+        for entry, call in calls.items():
+            rows.append(BadInput("y_true", described, entry, call, error))
+    binary = keras_kd.LabelSmoothingLoss(0.1, from_logits=True, output="sigmoid")
+    rows += [
+        BadInput(
+            "y_true",
+            "binary target 2",
+            "LabelSmoothingLoss(output='sigmoid')",
+            lambda: binary(np.array([[0.0], [1.0], [2.0], [1.0]]), _logits(4, 1)),
+            "`y_true` must hold binary/multi-label targets in [0, 1], got 2.0",
+        ),
+        BadInput(
+            "y_true",
+            "binary target nan",
+            "losses.label_smoothing_loss (K = 1)",
+            lambda: losses.label_smoothing_loss(np.array([0.0, 1.0, np.nan, 1.0]), _logits(4, 1)),
+            "`y_true` must hold binary/multi-label targets in [0, 1], got nan",
+        ),
+        BadInput(
+            "y_true",
+            "class indices for 3 sigmoid outputs",
+            "LabelSmoothingLoss(output='sigmoid')",
+            lambda: binary(LABELS_4, _logits()),
+            "Binary/multi-label `y_true` must have the predictions' shape (4, 3) (or (4,) for "
+            "one output), got labels of shape (4,)",
+        ),
+        BadInput(
+            "y_pred",
+            "a single logit (4, 1)",
+            "VirtualTeacherLoss",
+            lambda: keras_kd.VirtualTeacherLoss()(np.array([0, 1, 1, 0]), _logits(4, 1)),
+            "VirtualTeacherLoss needs softmax logits over K >= 2 classes, got `y_pred` of "
+            "shape (4, 1)",
+        ),
+    ]
+    return rows
+
+
+class _SoftmaxSubclass(keras.Model):
+    """A subclassed classifier ending in a softmax: invisible to static inspection."""
+
+    def __init__(self, num_classes=3, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(num_classes)
+
+    def call(self, inputs):
+        return keras.ops.softmax(self.dense(inputs))
+
+
+def _lambda_softmax_model(name=None):
+    return keras.Sequential(
+        [
+            keras.Input((NUM_FEATURES,)),
+            keras.layers.Dense(3),
+            keras.layers.Lambda(lambda z: keras.ops.softmax(z * 1.0)),
+        ],
+        name=name,
+    )
+
+
+def _fit_distiller(teacher, student=None, y=None, **fit_kwargs):
+    distiller = keras_kd.Distiller(teacher=teacher, student=student or _classifier(), alpha=0.5)
+    distiller.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(8, NUM_FEATURES)).astype("float32")
+    y = np.zeros(8, "int32") if y is None else y
+    distiller.fit(x, y, batch_size=4, epochs=1, verbose=0, **fit_kwargs)
+
+
+def _probability_rows():
+    teacher_found = "outputs probabilities (every row in [0, 1] and summing to 1) on the first batch"
+    sigmoid_probabilities = np.random.default_rng(0).uniform(0.05, 0.95, (16, 1)).astype("float32")
+    cached = {LABELS: np.zeros(8, "int32"), TEACHER_LOGITS: _probabilities(8)}
+    return [
+        BadInput(
+            "y_true",
+            "softmax probabilities as teacher logits",
+            entry,
+            lambda make=make: make()(_probabilities(), _logits()),
+            "`y_true` look like probabilities (every row in [0, 1] and summing to 1), not logits",
+        )
+        for entry, make in (
+            ("DistillationLoss", keras_kd.DistillationLoss),
+            ("LogitMatchingLoss", keras_kd.LogitMatchingLoss),
+        )
+    ] + [
+        BadInput(
+            "y_true",
+            "16 sigmoid probabilities as teacher logits",
+            "DistillationLoss(output='sigmoid')",
+            lambda: keras_kd.DistillationLoss(output="sigmoid")(
+                sigmoid_probabilities, _logits(16, 1)
+            ),
+            "`y_true` look like sigmoid probabilities (all 16 values in [0, 1]",
+        ),
+        BadInput(
+            "teacher",
+            "a Lambda(softmax) after the logits",
+            "Distiller.fit",
+            lambda: _fit_distiller(_lambda_softmax_model(name="lambda_teacher")),
+            f"`teacher` 'lambda_teacher' {teacher_found}",
+        ),
+        BadInput(
+            "teacher",
+            "a subclassed model returning softmax",
+            "Distiller.fit",
+            lambda: _fit_distiller(_SoftmaxSubclass(name="subclassed")),
+            f"`teacher` 'subclassed' {teacher_found}",
+        ),
+        BadInput(
+            "teacher",
+            "ensemble member with a Lambda(softmax)",
+            "Distiller.fit",
+            lambda: _fit_distiller([_classifier(), _lambda_softmax_model(name="member")]),
+            f"`teacher[1]` 'member' {teacher_found}",
+        ),
+        BadInput(
+            "y['teacher_logits']",
+            "cached probabilities",
+            "Distiller.fit",
+            lambda: _fit_distiller(_classifier(), y=cached),
+            f"y['teacher_logits'] {teacher_found}",
+        ),
+        BadInput(
+            "student",
+            "a Lambda(softmax) after the logits",
+            "Distiller.fit",
+            lambda: _fit_distiller(_classifier(), _lambda_softmax_model(name="lambda_student")),
+            "`student` 'lambda_student' outputs probabilities (every row in [0, 1] and summing "
+            "to 1) on the first batch, not logits",
+        ),
+        BadInput(
+            "teacher",
+            "a Lambda(softmax) after the logits",
+            "cache_teacher_logits",
+            lambda: keras_kd.cache_teacher_logits(
+                _lambda_softmax_model(name="lambda_teacher"),
+                (np.ones((8, NUM_FEATURES), "float32"), np.zeros(8, "int32")),
+                batch_size=4,
+                verbose=0,
+            ),
+            f"`teacher` 'lambda_teacher' {teacher_found}",
+        ),
+        BadInput(
+            "student",
+            "a Dense(activation='sigmoid') head",
+            "Distiller",
+            lambda: keras_kd.Distiller(
+                _classifier(1),
+                keras.Sequential(
+                    [keras.Input((NUM_FEATURES,)), keras.layers.Dense(1, activation="sigmoid")],
+                    name="sigmoid_student",
+                ),
+            ),
+            "The student 'sigmoid_student' ends in a sigmoid",
+        ),
+        BadInput(
+            "student",
+            "a Dense(activation=tf.nn.softmax) head",
+            "Distiller",
+            lambda: keras_kd.Distiller(
+                _classifier(),
+                keras.Sequential(
+                    [keras.Input((NUM_FEATURES,)), keras.layers.Dense(3, activation=tf.nn.softmax)],
+                    name="tf_softmax_student",
+                ),
+            ),
+            "The student 'tf_softmax_student' ends in a softmax",
+        ),
+    ]
+
+
+def _shared_dense_student(teacher):
+    inputs = keras.Input((NUM_FEATURES,))
+    return keras.Model(inputs, keras.layers.Dense(3)(teacher.layers[-1](inputs)), name="sharing")
+
+
+def _dict_teacher():
+    inputs = keras.Input((NUM_FEATURES,))
+    return keras.Model(inputs, {"logits": keras.layers.Dense(3)(inputs)}, name="dict_teacher")
+
+
+def _twice_called_teacher():
+    inputs = keras.Input((NUM_FEATURES,))
+    block = keras.layers.Dense(NUM_FEATURES, name="block")
+    return keras.Model(inputs, keras.layers.Dense(3)(block(block(inputs))), name="reuser")
+
+
+def _feature_distiller_on(teacher):
+    inputs = keras.Input((NUM_FEATURES,))
+    hidden = keras.layers.Dense(NUM_FEATURES, name="hidden")(inputs)
+    student = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    pair = keras_kd.FeaturePair("block", "hidden")
+    return keras_kd.Distiller(teacher, student, feature_pairs=[pair])
+
+
+class _Batches(keras.utils.PyDataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return np.zeros((4, NUM_FEATURES), "float32"), np.zeros(4, "int32")
+
+
+def _cache(data, teacher=None, **kwargs):
+    return keras_kd.cache_teacher_logits(teacher or _classifier(), data, verbose=0, **kwargs)
+
+
+def _model_and_data_rows():
+    teacher = _classifier(name="teacher")
+    same = _classifier(name="same")
+    contained_teacher = _classifier(name="inner")
+    container = keras.Sequential([contained_teacher, keras.layers.Dense(3)], name="container")
+    x = np.zeros((8, NUM_FEATURES), "float32")
+    labels = np.zeros(8, "int32")
+    return [
+        BadInput(
+            "teacher, student",
+            "the same model",
+            "Distiller",
+            lambda: keras_kd.Distiller(same, same),
+            "`teacher` and `student` are the same model 'same'",
+        ),
+        BadInput(
+            "student",
+            "a student that contains the teacher",
+            "Distiller",
+            lambda: keras_kd.Distiller(contained_teacher, container),
+            "`student` 'container' contains the teacher `teacher` 'inner'",
+        ),
+        BadInput(
+            "student",
+            "a student sharing a layer with the teacher",
+            "Distiller",
+            lambda: keras_kd.Distiller(teacher, _shared_dense_student(teacher)),
+            "`student` 'sharing' shares layers with the teacher `teacher` 'teacher'",
+        ),
+        BadInput(
+            "teacher",
+            "inputs of shape (None, 6) vs the student's (None, 4)",
+            "Distiller",
+            lambda: keras_kd.Distiller(
+                keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)], name="wide"),
+                _classifier(),
+            ),
+            "`teacher` 'wide' expects inputs of shape (None, 6) but `student`",
+        ),
+        BadInput(
+            "teacher",
+            "a model returning a dict",
+            "Distiller.fit",
+            lambda: _fit_distiller(_dict_teacher()),
+            "`teacher` 'dict_teacher' returns a dict with keys ['logits']",
+        ),
+        BadInput(
+            "teacher",
+            "a model returning a dict",
+            "cache_teacher_logits",
+            lambda: _cache((x, labels), _dict_teacher(), batch_size=4),
+            "`teacher` 'dict_teacher' returns a dict with keys ['logits']",
+        ),
+        BadInput(
+            "teacher_layer",
+            "a layer called twice",
+            "Distiller(feature_pairs=...)",
+            lambda: _feature_distiller_on(_twice_called_teacher()),
+            "`teacher_layer`='block' is called 2 times in the teacher 'reuser'",
+        ),
+        BadInput(
+            "data",
+            "a Python generator",
+            "cache_teacher_logits",
+            lambda: _cache(((x[:4], labels[:4]) for _ in range(2))),
+            "`data` is a Python generator, which can be read only once",
+        ),
+        BadInput(
+            "data",
+            "a keras.utils.PyDataset",
+            "cache_teacher_logits",
+            lambda: _cache(_Batches()),
+            "`data` is a keras.utils.PyDataset (_Batches)",
+        ),
+        BadInput(
+            "data",
+            "an unbatched tf.data.Dataset",
+            "cache_teacher_logits",
+            lambda: _cache(tf.data.Dataset.from_tensor_slices((x, labels))),
+            "`data` is an unbatched tf.data.Dataset: its inputs have shape (4,)",
+        ),
+        BadInput(
+            "teacher",
+            "ensemble with 3 and 4 classes",
+            "cache_teacher_logits",
+            lambda: _cache(
+                (x, labels), [_classifier(3, name="t3"), _classifier(4, name="t4")], batch_size=4
+            ),
+            "`teacher` ensemble members must have the same output shape, got 't3': (None, 3), "
+            "'t4': (None, 4)",
+        ),
+        BadInput(
+            "y",
+            "{'labels': ..., 'teacher_logit': ...} (misspelt)",
+            "Distiller.fit",
+            lambda: _fit_distiller(_classifier(), y={LABELS: labels, "teacher_logit": _logits(8)}),
+            "cached targets use only ['labels', 'teacher_logits', 'teacher_member_logits'] "
+            "(got 'teacher_logit'). Did you mean 'teacher_logits'?",
+        ),
+        BadInput(
+            "y",
+            "{'label': ...} (misspelt)",
+            "targets.split_targets",
+            lambda: keras_kd.targets.split_targets({"label": labels}),
+            "(got 'label'). Did you mean 'labels'?",
+        ),
+        BadInput(
+            "class_weight",
+            "{0: 1.0, 1: 2.0} with cached logits",
+            "Distiller.fit",
+            lambda: _fit_distiller(
+                _classifier(),
+                y={LABELS: labels, TEACHER_LOGITS: _logits(8)},
+                class_weight={0: 1.0, 1: 2.0},
+            ),
+            "`class_weight`={0: 1.0, 1: 2.0} cannot be applied with cached teacher logits",
+        ),
+        BadInput(
+            "class_weight",
+            "{0: 1.0, 1: -2.0}",
+            "Distiller.fit",
+            lambda: _fit_distiller(_classifier(), class_weight={0: 1.0, 1: -2.0}),
+            "`class_weight` must be finite and >= 0, got -2.0",
+        ),
+    ]
+
+
+BAD_INPUTS += [
+    *_output_rows(),
+    *_weight_value_rows(),
+    *_weight_shape_rows(),
+    *_label_rows(),
+    *_probability_rows(),
+    *_model_and_data_rows(),
 ]
 
 
