@@ -44,6 +44,12 @@ def save_all(output_dir, artifacts, summary, dataset, config, seed):
     highest = max(figure.axes[1].get_ylim()[1] for figure in figures.values())
     for row, figure in figures.items():
         figure.axes[1].set_ylim(0, highest)
+        # The legend below the panels: inside, it covers the low-confidence bars.
+        diagram = figure.axes[0]
+        handles, labels = diagram.get_legend_handles_labels()
+        diagram.get_legend().remove()
+        figure.legend(handles, labels, loc="outside lower center", ncols=len(labels),
+                      fontsize="small")
         name = reliability_file(row)
         _save(figure, output_dir / name)
         pictures.append((name, f"reliability diagram of `{row}` on the test split, seed {seed} "
@@ -113,8 +119,7 @@ def _projection_figure(projection, classes):
             ax.set_title(f"{row}: {split} split")
     handles, labels = axes[0][0].get_legend_handles_labels()
     # One legend for all panels, below them, never over the data.
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels),
-                  markerscale=2)
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels))
     figure.suptitle("Penultimate layer projected on the plane through three class templates "
                     "(Müller et al. 2019)")
     return figure
