@@ -1,5 +1,5 @@
-"""The data and config of `keras-kd reproduce`: digits split, tfds path (mocked, offline),
-one-line errors, and the config's overrides."""
+"""The data and config of `keras-kd reproduce`: MNIST-1D and digits splits, tfds path
+(mocked, offline), one-line errors, and the config's overrides."""
 
 import numpy as np
 import pytest
@@ -9,10 +9,75 @@ from keras_kd.cli import _config
 from keras_kd.cli import _data
 from keras_kd.cli import main
 
-DIGITS = _config.ReproduceConfig()
+# The digits tests predate MNIST-1D as the default: they name the dataset now.
+DIGITS = _config.ReproduceConfig(dataset="digits")
+MNIST1D = _config.ReproduceConfig()
 
 
-# --- the offline default ------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _network_reachable(monkeypatch):
+    # Mocked tfds data needs no download; the offline probe must not refuse it.
+    monkeypatch.setattr(_data, "network_reachable", lambda: True)
+
+
+# --- the offline default: MNIST-1D ---------------------------------------------------
+
+
+def test_mnist1d_is_the_default_and_splits_every_generated_example_once():
+    import random
+
+    assert MNIST1D.dataset == "mnist1d"
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    dataset = _data.load_dataset(MNIST1D)
+    # make_dataset reseeds the global generators; the loader restores them.
+    assert np.random.get_state()[1].tolist() == numpy_state[1].tolist()
+    assert random.getstate() == python_state
+    assert dataset.sizes() == {"train": 4000, "validation": 2000, "test": 8000}
+    assert dataset.input_shape == (40, 1) and dataset.num_classes == 10
+    x, y = _data.generate_mnist1d(14000, seed=42)
+    got = sorted(row.tobytes() for split in (dataset.x_train, dataset.x_val, dataset.x_test)
+                 for row in split)
+    assert got == sorted(row.tobytes() for row in x)
+    for split_x, split_y in ((dataset.x_train, dataset.y_train), (dataset.x_val, dataset.y_val),
+                             (dataset.x_test, dataset.y_test)):
+        assert split_x.dtype == np.float32 and split_y.dtype == np.int32
+        # Classes balanced by the generator: each within 2 points of 10 %.
+        assert np.all(np.abs(np.bincount(split_y, minlength=10) / len(split_y) - 0.1) < 0.02)
+    # The generator standardises the whole set.
+    assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1.0) < 1e-3
+    again = _data.load_dataset(MNIST1D)
+    np.testing.assert_array_equal(again.x_test, dataset.x_test)
+
+
+def test_mnist1d_canonical_is_the_packages_default_split():
+    from mnist1d.data import get_dataset_args
+    from mnist1d.data import make_dataset
+
+    config = MNIST1D.with_overrides({"dataset": "mnist1d_canonical"})
+    dataset = _data.load_dataset(config)
+    assert dataset.sizes() == {"train": 3400, "validation": 600, "test": 1000}
+    reference = make_dataset(get_dataset_args())
+    np.testing.assert_array_equal(dataset.x_test[..., 0], reference["x_test"].astype(np.float32))
+    np.testing.assert_array_equal(dataset.y_test, reference["y_test"])
+    got = sorted(row.tobytes() for row in np.concatenate([dataset.x_train, dataset.x_val]))
+    assert got == sorted(row.tobytes() for row in reference["x"].astype(np.float32)[..., None])
+
+
+def test_mnist1d_needs_no_network(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    dataset = _data.load_dataset(MNIST1D.with_overrides({
+        "mnist1d_train_examples": 50, "mnist1d_validation_examples": 20,
+        "mnist1d_test_examples": 30}))
+    assert dataset.sizes() == {"train": 50, "validation": 20, "test": 30}
+
+
+# --- digits ---------------------------------------------------------------------------
 
 
 def test_digits_split_covers_every_image_once_with_the_configured_shares():
@@ -86,7 +151,7 @@ def test_unknown_tfds_name_is_a_one_line_error_naming_the_offline_default():
         _data.load_dataset(config)
     message = str(info.value)
     assert "\n" not in message
-    assert "'no_such_dataset_xyz'" in message and "--dataset digits" in message
+    assert "'no_such_dataset_xyz'" in message and "--dataset mnist1d" in message
 
 
 def test_failed_download_is_a_one_line_error_naming_the_offline_default(monkeypatch, tmp_path):
@@ -169,9 +234,15 @@ def test_quick_then_set_then_flags_take_precedence_in_that_order():
     assert config.epochs == 5  # --set beats --quick
     assert config.seeds == 3  # the explicit flag beats --set
     quick = reproduce.build_config(build_parser().parse_args(["reproduce", "--quick"]))
-    assert (quick.seeds, quick.epochs) == (
-        _config.QUICK_OVERRIDES["seeds"], _config.QUICK_OVERRIDES["epochs"]
+    assert (quick.seeds, quick.epochs, quick.tune) == (
+        _config.QUICK_OVERRIDES["seeds"], _config.QUICK_OVERRIDES["epochs"], False
     )
+    # Explicit flags are never overridden by --quick, whatever their order.
+    args = build_parser().parse_args(["reproduce", "--epochs", "3", "--set", "tune=true",
+                                      "--quick", "--seeds", "2"])
+    config = reproduce.build_config(args)
+    assert (config.epochs, config.tune, config.seeds) == (3, True, 2)
+    assert set(reproduce.explicit_overrides(args)) == {"epochs", "tune", "seeds"}
 
 
 def test_cli_rejects_a_bad_set_with_status_2(tmp_path, capsys):
@@ -192,9 +263,9 @@ def test_reproduce_runs_end_to_end_on_mocked_mnist(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["dataset"]["name"] == "mnist"
     assert results["dataset"]["sizes"] == {"train": 54, "validation": 10, "test": 64}
-    assert len(results["records"]) == 10
-    # 28x28x1 inputs: the student's first layer has 784 inputs.
-    student = next(r for r in results["records"] if r["row"] == "student")
-    units = results["config"]["student_units"]
-    assert student["parameters"] == 784 * units + units + units * 10 + 10
+    assert len(results["records"]) == 18
+    # 28x28x1 inputs: the MLP student's first layer has 784 inputs.
+    mlp = next(r for r in results["records"] if r["row"] == "mlp_student")
+    units = results["config"]["mlp_units"]
+    assert mlp["parameters"] == 784 * units + units + units * units + units + units * 10 + 10
     assert (tmp_path / "penultimate_projection.png").is_file()

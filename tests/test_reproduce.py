@@ -10,14 +10,17 @@ import pytest
 from keras_kd.cli import _experiments
 from keras_kd.cli import _plots
 from keras_kd.cli import _report
+from keras_kd.cli import _statistics
 from keras_kd.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PICTURES = [_plots.reliability_file(row) for row in ("student", "kd", "label_smoothing", "teacher")]
+PICTURES = [_plots.reliability_file(row) for row in _plots.RELIABILITY_ROWS]
 PICTURES += [_plots.BAR_CHART, _plots.PROJECTION]
 STUDENT_ROWS = ("student", "kd", "label_smoothing", "tfkd_reg", "tfkd_self", "de_kd",
                 "ls_teacher_kd", "fitnets")
+MLP_ROWS = tuple(f"mlp_{row}" for row in STUDENT_ROWS)
 TEACHER_ROWS = ("teacher", "re_kd")
+VERDICT_LINE = r"^- \*\*(reproduced|not reproduced|too noisy to tell)\*\*"
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +65,19 @@ def test_quick_run_records_every_row_and_column_finite_and_in_range(quick_run):
         # lose a little, never much, on a model this size.
         assert record["nll_temperature_scaled"] <= record["nll"] + 0.2, where
     params = {record["row"]: record["parameters"] for record in records}
-    # The MLP student: 64 inputs -> units (kernel + bias) -> 10 logits (kernel + bias).
-    units = results["config"]["student_units"]
-    assert all(params[row] == 64 * units + units + units * 10 + 10 for row in STUDENT_ROWS)
-    assert params["re_kd"] == params["teacher"] > 5 * params["student"]
+    config = results["config"]
+    # MNIST-1D (length 40, 1 channel). Thin CNN: two Conv1D(f, 5), flatten 10 x f,
+    # dense units, logits. MLP: 40 -> m -> m -> 10. Teacher: three Conv1D(F, 5) to 5 x F.
+    f, units, m, F = (config["student_filters"], config["student_units"], config["mlp_units"],
+                      config["teacher_filters"])
+    student = (5 * f + f) + (5 * f * f + f) + (10 * f * units + units) + (units * 10 + 10)
+    mlp = (40 * m + m) + (m * m + m) + (m * 10 + 10)
+    teacher = ((5 * F + F) + 2 * (5 * F * F + F) + (5 * F * config["teacher_units"]
+               + config["teacher_units"]) + (config["teacher_units"] * 10 + 10))
+    assert all(params[row] == student for row in STUDENT_ROWS)
+    assert all(params[row] == mlp for row in MLP_ROWS)
+    assert params["re_kd"] == params["teacher"] == teacher
+    assert teacher > 2 * student
     # Distilled rows carry their teacher's numbers; the de_kd teacher is the poor one.
     by_row = {record["row"]: record for record in records}
     for row in ("kd", "fitnets"):
@@ -75,10 +87,14 @@ def test_quick_run_records_every_row_and_column_finite_and_in_range(quick_run):
     assert by_row["de_kd"]["teacher_accuracy"] < by_row["student"]["accuracy"]
     assert 0.0 <= by_row["ls_teacher_kd"]["teacher_ece"] <= 1.0
     assert results["config"]["seeds"] == 1
-    assert {"keras_kd", "keras", "tensorflow", "numpy", "sklearn", "matplotlib"} <= set(
+    assert {"keras_kd", "keras", "tensorflow", "numpy", "mnist1d", "matplotlib"} <= set(
         results["versions"]
     )
-    assert results["dataset"]["sizes"] == {"train": 1077, "validation": 270, "test": 450}
+    assert results["dataset"]["sizes"] == {"train": 4000, "validation": 2000, "test": 8000}
+    # --quick does not tune; the report says where each value came from.
+    assert results["config"]["tune"] is False
+    assert "not tuned in this run" in results["hyperparameters"]["kd_temperature"]["how"]
+    assert set(results["measurability"]) == {"student", "mlp_student", "teacher"}
 
 
 @pytest.mark.slow
@@ -92,12 +108,20 @@ def test_quick_run_summary_and_findings_match_the_records(quick_run):
             assert results["summary"][row][metric]["std"] == 0.0  # one seed
     assert len(results["findings"]) == len(_report.CLAIMS)
     for check in results["findings"]:
-        row_metric, baseline_metric = check["compared"].split(" - ")
-        difference = values[tuple(row_metric.split("."))] - values[tuple(baseline_metric.split("."))]
-        assert check["mean_difference"] == pytest.approx(difference)
-        claims_lower = " lowers " in check["claim"] or "better calibrated" in check["claim"] \
-            or "distils worse" in check["claim"]
-        assert check["reproduced"] == (difference < 0 if claims_lower else difference > 0)
+        model, baseline = (side.split(".") for side in check["compared"].split(" - "))
+        if model[0] not in _experiments.ROWS or baseline[0] not in _experiments.ROWS:
+            continue  # a helper model (ls_teacher), not in the records
+        # Recomputed from the logits by the report's own ECE: the library's, to 1e-6.
+        difference = values[tuple(model)] - values[tuple(baseline)]
+        assert check["mean_difference"] == pytest.approx(difference, abs=1e-6)
+        low, high = check["interval"]
+        assert low <= check["mean_difference"] <= high
+        # One seed: the interval is the test bootstrap's alone.
+        assert check["seed_half_width"] is None
+        assert high - low == pytest.approx(2 * check["bootstrap_half_width"])
+        assert check["verdict"] == _statistics.verdict(
+            check["mean_difference"], check["half_width"], check["direction"],
+            _report.NEGLIGIBLE[model[1]])
 
 
 @pytest.mark.slow
@@ -112,9 +136,9 @@ def test_quick_run_markdown_has_the_table_findings_and_pictures(quick_run):
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {row} |"))
         assert len(re.findall(r"\d\.\d+ ± \d\.\d+", line)) == len(_experiments.METRICS) - 1
     assert "`keras-kd reproduce --quick --output" in markdown
-    assert len(re.findall(r"^- \*\*(reproduced|NOT reproduced)\*\*", markdown, re.M)) == len(
-        _report.CLAIMS
-    )
+    assert len(re.findall(VERDICT_LINE, markdown, re.M)) == len(_report.CLAIMS)
+    assert "## How the hyperparameters were chosen" in markdown
+    assert re.search(r"`student`: ECE \d\.\d{4} = \d+\.\d x the noise floor", markdown)
     for picture in PICTURES:
         assert f"]({picture})" in markdown
 
@@ -149,20 +173,122 @@ def test_summary_is_the_mean_and_sample_std_over_seeds():
     assert f"{np.mean([0.90, 0.94, 0.95]):.4f} ± {np.std([0.90, 0.94, 0.95], ddof=1):.4f}" in kd_line
 
 
-def test_findings_compare_rows_seed_by_seed():
-    kd, student = [0.90, 0.94, 0.95], [0.91, 0.92, 0.90]
-    check = _report.findings(_records(kd, student))[1]
-    assert check["compared"] == "kd.accuracy - student.accuracy"
-    differences = np.subtract(kd, student)
-    assert check["mean_difference"] == pytest.approx(differences.mean())
-    assert check["std_difference"] == pytest.approx(differences.std(ddof=1))
-    assert check["reproduced"] is True
-    # Mean +0.02 against a spread of 0.03: within the noise of three seeds.
-    assert check["within_seed_noise"] is bool(abs(differences.mean()) <= differences.std(ddof=1))
+def _logits_with(predicted, confidence, num_classes=10):
+    """Logits whose argmax is `predicted` with softmax probability `confidence`."""
+    rest = (1.0 - confidence) / (num_classes - 1)
+    logits = np.full((len(predicted), num_classes), np.log(rest))
+    logits[np.arange(len(predicted)), predicted] = np.log(confidence)
+    return logits
 
-    worse = _report.findings(_records([0.80, 0.81], [0.90, 0.91]))[1]
-    assert worse["reproduced"] is False and worse["within_seed_noise"] is False
-    assert "**NOT reproduced**: KD beats the scratch student" in _report.findings_markdown([worse])
+
+def test_findings_decide_each_claim_from_seed_and_bootstrap_intervals():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=400)
+    wrong = (labels + 1) % 10
+    accuracies = {"kd": [0.90, 0.94, 0.95], "student": [0.80, 0.81, 0.79]}
+    outputs = {}
+    for seed in range(3):
+        outputs[seed] = {"test": {}, "temperature": {}}
+        for model, accuracy in accuracies.items():
+            right = np.arange(400) < round(accuracy[seed] * 400)
+            outputs[seed]["test"][model] = _logits_with(np.where(right, labels, wrong), 0.9)
+            outputs[seed]["temperature"][model] = 1.0
+    claim = _report.Claim("KD beats the scratch student", "test", "kd", "accuracy",
+                          "student", "accuracy", "higher")
+    (check,) = _report.findings(outputs, labels, num_bins=15, bootstrap_samples=200,
+                                claims=(claim,))
+    differences = np.subtract(accuracies["kd"], accuracies["student"])
+    assert check["differences"] == pytest.approx(differences)
+    assert check["mean_difference"] == pytest.approx(differences.mean())
+    from scipy import stats
+
+    t_width = stats.t.ppf(0.975, 2) * differences.std(ddof=1) / np.sqrt(3)
+    assert check["seed_half_width"] == pytest.approx(t_width, rel=1e-3)
+    # Resampling the test examples moves each accuracy by about sqrt(p(1-p)/N).
+    assert 0.005 < check["bootstrap_half_width"] < 0.1
+    assert check["half_width"] == pytest.approx(np.hypot(t_width, check["bootstrap_half_width"]),
+                                                rel=1e-3)
+    assert check["verdict"] == "reproduced" and check["reproduced"] is True
+
+    against = _report.Claim("KD is worse", "test", "kd", "accuracy", "student", "accuracy",
+                            "lower")
+    (opposite,) = _report.findings(outputs, labels, 15, 200, claims=(against,))
+    assert opposite["verdict"] == "not reproduced"
+    assert "**not reproduced**: KD is worse" in _report.findings_markdown([opposite])
+
+
+@pytest.mark.parametrize(
+    "mean, half_width, direction, expected",
+    [
+        (0.02, 0.01, "higher", "reproduced"),
+        (-0.02, 0.01, "lower", "reproduced"),
+        (-0.02, 0.01, "higher", "not reproduced"),  # the other side
+        (0.001, 0.002, "higher", "not reproduced"),  # within ±0.005: no effect
+        (0.01, 0.02, "higher", "too noisy to tell"),
+        (0.0, 0.02, "lower", "too noisy to tell"),
+    ],
+)
+def test_verdicts(mean, half_width, direction, expected):
+    assert _statistics.verdict(mean, half_width, direction, negligible=0.005) == expected
+
+
+def test_t_quantile_against_scipy():
+    from scipy import stats
+
+    for degrees in range(1, 60):
+        assert _statistics.t_quantile(degrees) == pytest.approx(stats.t.ppf(0.975, degrees),
+                                                                rel=2e-3)
+
+
+def test_vectorised_ece_equals_the_library_with_and_without_weights():
+    from keras_kd import calibration
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(500, 10)) * 3.0
+    labels = rng.integers(0, 10, size=500)
+    counts = _statistics.bootstrap_counts(500, 4, seed=0)
+    assert np.all(counts.sum(axis=1) == 500)
+    ours = _statistics.measure(logits, labels, "ece", 15, counts=counts)
+    for resample, value in zip(counts, ours):
+        expected = calibration.expected_calibration_error(
+            logits, labels, num_bins=15, from_logits=True, sample_weight=resample)
+        assert value == pytest.approx(expected, abs=1e-6)
+    assert _statistics.measure(logits, labels, "ece", 15)[0] == pytest.approx(
+        calibration.expected_calibration_error(logits, labels, num_bins=15, from_logits=True),
+        abs=1e-6)
+    accuracy = _statistics.measure(logits, labels, "accuracy", 15, counts=counts)
+    correct = np.argmax(logits, axis=1) == labels
+    np.testing.assert_allclose(accuracy, counts @ correct / 500)
+    assert _statistics.measure(logits, labels, "ece_temperature_scaled", 15) is None
+    scaled = _statistics.measure(logits, labels, "ece_temperature_scaled", 15, temperature=2.0)
+    assert scaled[0] == pytest.approx(calibration.expected_calibration_error(
+        logits / 2.0, labels, num_bins=15, from_logits=True), abs=1e-6)
+
+
+def test_the_row_table_is_consistent():
+    names = [row.name for row in _experiments.ROW_TABLE + _experiments.HELPERS]
+    assert len(names) == len(set(names))
+    for row in _experiments.ROW_TABLE + _experiments.HELPERS:
+        assert row.architecture in _experiments.ARCHITECTURES, row
+        # Each row learns from labels or from a teacher, never both or neither.
+        assert (row.loss is None) != (row.teacher is None), row
+        assert (row.teacher is None) == (row.distillation is None), row
+        if row.teacher:
+            assert row.teacher in names, row
+    assert set(STUDENT_ROWS + MLP_ROWS + TEACHER_ROWS) == set(_experiments.ROWS)
+    assert _experiments.models_per_seed() == len(_experiments.ROWS) + 2
+    for claim in _report.CLAIMS:
+        assert claim.model in names and claim.baseline in names, claim
+        assert claim.metric in _report.NEGLIGIBLE and claim.direction in ("higher", "lower")
+
+
+def test_progress_counts_models_and_estimates_the_time_left():
+    lines = []
+    progress = _experiments.Progress(4, lines.append)
+    progress.step("a")
+    progress.step("b")
+    assert re.fullmatch(r"a  \[1 of 4 models done, ~\d+\.\d min left\]", lines[0])
+    assert "[2 of 4 models done" in lines[1]
 
 
 def test_template_plane_projection_against_numpy():
@@ -211,8 +337,8 @@ def test_noise_floor_is_the_expected_ece_of_a_perfectly_calibrated_model():
         * abs(k / num_examples - confidence)
         for k in range(num_examples + 1)
     )
-    floor = _experiments._calibrated_ece(logits, num_bins=15, seed=0, draws=400)
-    assert floor == pytest.approx(expected, abs=0.002)
+    floor = _statistics.noise_floor(logits, num_bins=15, seed=0, draws=2000)
+    assert floor == pytest.approx(expected, abs=0.001)
     # Certain predictions are always right when calibrated: no noise at all.
     certain = np.tile([60.0] + [0.0] * 9, (num_examples, 1))
-    assert _experiments._calibrated_ece(certain, num_bins=15, seed=0, draws=5) == 0.0
+    assert _statistics.noise_floor(certain, num_bins=15, seed=0, draws=5) == 0.0

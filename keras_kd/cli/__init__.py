@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+import keras_kd
+
 # Each module only registers its arguments when imported; its heavy work (models,
 # data, TensorFlow graphs) starts in the `func` it sets.
 _SUBCOMMANDS = ("reproduce", "bench", "bench_ece")
@@ -18,6 +20,7 @@ def build_parser():
         prog="keras-kd",
         description="Knowledge distillation, label smoothing and calibration for Keras 3.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {keras_kd.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in _SUBCOMMANDS:
         importlib.import_module(f"keras_kd.cli.{name}").add_parser(subparsers)

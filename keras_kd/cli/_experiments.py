@@ -1,13 +1,17 @@
 """The rows of `keras-kd reproduce`: how each model is trained and what is measured.
 
-Every model of one seed starts from the same initialisation for its architecture
-(`keras.utils.set_random_seed(seed)` right before it is built), so the rows differ
-only in their objective and the comparisons between rows are paired.
+A row is one entry of `ROWS`: an architecture and an objective (labels with a loss,
+or distillation from another trained model with Distiller arguments). Every model of
+one seed starts from the same initialisation for its architecture
+(`keras.utils.set_random_seed(seed)` right before it is built) and sees the same
+batches, so the rows differ only in their objective and the comparisons between rows
+are paired.
 """
 
 import dataclasses
 import math
 import time
+import typing
 
 import keras
 import numpy as np
@@ -15,34 +19,132 @@ import numpy as np
 import keras_kd
 from keras_kd import calibration
 from keras_kd.cli import _models
+from keras_kd.cli import _statistics
 
-# The row names are read by other tools from results.json: keep them.
-ROWS = (
-    "teacher",
-    "student",
-    "kd",
-    "label_smoothing",
-    "tfkd_reg",
-    "tfkd_self",
-    "re_kd",
-    "de_kd",
-    "ls_teacher_kd",
-    "fitnets",
-)
-
-ROW_DESCRIPTIONS = {
-    "teacher": "CNN teacher, hard labels (images shifted by up to `teacher_shift_pixels`)",
-    "student": "MLP student from scratch, hard labels",
-    "kd": "student distilled from `teacher` (Hinton et al. 2015)",
-    "label_smoothing": "student with LabelSmoothingLoss (Szegedy et al. 2016)",
-    "tfkd_reg": "student with VirtualTeacherLoss, Tf-KD_reg (Yuan et al. 2020)",
-    "tfkd_self": "student distilled from a trained copy of itself, Tf-KD_self (Yuan et al. 2020)",
-    "re_kd": "teacher architecture distilled from the trained student, Re-KD (Yuan et al. 2020)",
-    "de_kd": "student distilled from a poorly trained teacher, De-KD (Yuan et al. 2020)",
-    "ls_teacher_kd": "student distilled from a label-smoothed teacher (Müller et al. 2019)",
-    "fitnets": "student distilled from `teacher` with a penultimate-layer hint plus KD "
-    "(Romero et al. 2015)",
+# Architectures: the teacher, the main student (a thinner network of the teacher's
+# family) and the capacity-gap student (an MLP).
+ARCHITECTURES = {
+    "teacher": _models.build_teacher,
+    "student": _models.build_student,
+    "mlp": _models.build_mlp,
 }
+STUDENTS = ("student", "mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One model to train: `architecture` on labels with `loss(config)`, or distilled
+    from the model named `teacher` (a row or a helper of the same seed) with
+    `keras_kd.Distiller(teacher, student, **distillation(config, architecture))`."""
+
+    name: str
+    architecture: str
+    description: str
+    loss: typing.Optional[typing.Callable] = None
+    teacher: typing.Optional[str] = None
+    distillation: typing.Optional[typing.Callable] = None
+    # Optimizer steps instead of `config.epochs` of training (the poor De-KD teacher).
+    steps: typing.Optional[str] = None
+
+
+def _hard_labels(config):
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _smoothed_labels(config):
+    return keras_kd.LabelSmoothingLoss(config.smoothing, from_logits=True)
+
+
+def _virtual_teacher(config):
+    return keras_kd.VirtualTeacherLoss(
+        correct_prob=config.tfkd_correct_prob, temperature=config.tfkd_temperature,
+        alpha=config.tfkd_alpha, mode="paper",
+    )
+
+
+def kd_hyperparameters(config, architecture):
+    """(T, alpha) of Hinton KD for a student architecture: each student has its own,
+    chosen on the validation split (the MLP, far from the teacher, wants a lower T)."""
+    if architecture == "mlp":
+        return config.mlp_kd_temperature, config.mlp_kd_alpha
+    return config.kd_temperature, config.kd_alpha
+
+
+def _hinton(config, architecture):
+    temperature, alpha = kd_hyperparameters(config, architecture)
+    return {"temperature": temperature, "alpha": alpha}
+
+
+def _teacher_free(config, architecture):
+    return {"temperature": config.teacher_free_temperature, "alpha": config.teacher_free_alpha}
+
+
+def _fitnets(config, architecture):
+    # FitNets' regressor (a Dense layer the Distiller adds, as the widths differ)
+    # maps the student's penultimate layer onto the teacher's.
+    hint = keras_kd.FeaturePair(_models.PENULTIMATE, _models.PENULTIMATE, loss="mse",
+                                weight=config.hint_weight, name="hint")
+    return {**_hinton(config, architecture), "feature_pairs": [hint]}
+
+
+def _student_rows(prefix, architecture, label):
+    """The student rows for one student architecture; `prefix` names its rows."""
+    scratch = f"{prefix}student"
+    return (
+        Row(scratch, architecture, f"{label} from scratch, hard labels", loss=_hard_labels),
+        Row(f"{prefix}kd", architecture, f"{label} distilled from `teacher` "
+            "(Hinton et al. 2015)", teacher="teacher", distillation=_hinton),
+        Row(f"{prefix}label_smoothing", architecture, f"{label} with LabelSmoothingLoss "
+            "(Szegedy et al. 2016)", loss=_smoothed_labels),
+        Row(f"{prefix}tfkd_reg", architecture, f"{label} with VirtualTeacherLoss, Tf-KD_reg "
+            "(Yuan et al. 2020)", loss=_virtual_teacher),
+        Row(f"{prefix}tfkd_self", architecture, f"{label} distilled from a trained copy of "
+            f"itself (`{scratch}`), Tf-KD_self (Yuan et al. 2020)", teacher=scratch,
+            distillation=_teacher_free),
+        Row(f"{prefix}de_kd", architecture, f"{label} distilled from a poorly trained "
+            "teacher, De-KD (Yuan et al. 2020)", teacher="poor_teacher",
+            distillation=_teacher_free),
+        Row(f"{prefix}ls_teacher_kd", architecture, f"{label} distilled from a "
+            "label-smoothed teacher (Müller et al. 2019)", teacher="ls_teacher",
+            distillation=_hinton),
+        Row(f"{prefix}fitnets", architecture, f"{label} distilled from `teacher` with a "
+            "penultimate-layer hint plus KD (Romero et al. 2015)", teacher="teacher",
+            distillation=_fitnets),
+    )
+
+
+_MAIN = "thin CNN student"
+_MLP = "MLP student (capacity gap)"
+
+# The row table. Row names are read by other tools from results.json: keep them.
+# A new distillation term is one entry (and, for its finding, one `_report.CLAIMS`
+# entry), e.g. after the modern-losses merge:
+#   Row("dkd", "student", "thin CNN student, decoupled KD (Zhao et al. 2022)",
+#       teacher="teacher", distillation=lambda config, architecture: {
+#           "distillation_loss": keras_kd.DecoupledDistillationLoss(
+#               temperature=4.0, alpha=1.0, beta=8.0),
+#           "alpha": kd_hyperparameters(config, architecture)[1]}),
+ROW_TABLE = (
+    Row("teacher", "teacher", "CNN teacher, hard labels", loss=_hard_labels),
+    *_student_rows("", "student", _MAIN),
+    Row("re_kd", "teacher", "teacher architecture distilled from the trained thin student "
+        "(`student`), Re-KD (Yuan et al. 2020)", teacher="student",
+        distillation=_teacher_free),
+    *_student_rows("mlp_", "mlp", _MLP),
+    # --- MODERN DISTILLATION ROWS (lead: add `dkd`, `dist`, `kd_standardized` here,
+    # --- and their `mlp_` twins, one Row each as in the example above) ---
+)
+ROWS = tuple(row.name for row in ROW_TABLE)
+ROW_DESCRIPTIONS = {row.name: row.description for row in ROW_TABLE}
+
+# Models that teach rows but are not rows themselves.
+HELPERS = (
+    Row("poor_teacher", "teacher", "teacher architecture after `poor_teacher_steps` "
+        "steps (the De-KD teacher)", loss=_hard_labels, steps="poor_teacher_steps"),
+    Row("ls_teacher", "teacher", "teacher trained with label smoothing (the "
+        "`ls_teacher_kd` teacher)", loss=_smoothed_labels),
+)
+_BY_NAME = {row.name: row for row in ROW_TABLE + HELPERS}
 
 # Several optimizer steps per call into the compiled function: small models are
 # dominated by Python overhead otherwise.
@@ -59,6 +161,12 @@ METRICS = (
     "training_seconds",
 )
 
+# Hyperparameters chosen on the validation split, and the grids they come from.
+TUNED = {
+    "student": ("kd_temperature", "kd_alpha"),
+    "mlp": ("mlp_kd_temperature", "mlp_kd_alpha"),
+}
+
 
 @dataclasses.dataclass
 class Record:
@@ -72,7 +180,8 @@ class Record:
     - parameters: the trained model's parameter count; training_seconds: wall time of
       this row's own `fit` (its teacher's training not included).
     - ece_noise_floor: the mean ECE a perfectly calibrated model with the same
-      confidences shows on this test split (sampling noise; see `_calibrated_ece`).
+      confidences shows on this test split (sampling noise; see
+      `_statistics.noise_floor`).
     - teacher_accuracy, teacher_ece: those of the model that taught this row, for
       distilled rows.
     """
@@ -93,127 +202,195 @@ class Record:
     note: str = None
 
 
-def run_seed(dataset, config, seed, log=print, keep_artifacts=False, verbose=0):
-    """Trains and measures every row for one seed.
+class Progress:
+    """Counts trained models and prints `k of n models done, ~m min left`."""
+
+    def __init__(self, total, log):
+        self.total, self.done, self.log = total, 0, log
+        self.start = time.perf_counter()
+
+    def step(self, line):
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * max(self.total - self.done, 0)
+        self.log(f"{line}  [{self.done} of {self.total} models done, ~{left / 60:.1f} min left]")
+
+
+def models_per_seed():
+    """How many models one seed trains: every row and every helper a row needs."""
+    used = {row.teacher for row in ROW_TABLE if row.teacher}
+    return len(ROW_TABLE) + sum(helper.name in used for helper in HELPERS)
+
+
+def tuning_models(config):
+    """How many models `tune` trains (0 without `config.tune`)."""
+    if not config.tune:
+        return 0
+    kd_grid = len(config.kd_temperature_grid) * len(config.kd_alpha_grid)
+    return len(TUNED) * kd_grid + len(config.smoothing_grid)
+
+
+def tune(dataset, config, seed, fixed, progress, log=print, verbose=0):
+    """Chooses the KD (T, alpha) of each student and the smoothing eps on the
+    validation split, by validation accuracy (ties: lower validation NLL).
+
+    Args:
+        fixed: config keys the user set explicitly; those are never tuned.
 
     Returns:
-        (records, artifacts): a list of `Record` in `ROWS` order, and, with
-        `keep_artifacts`, a dict of arrays for the pictures: `test_logits` per row and
-        `projection` (penultimate features and class templates) for `student` and
-        `label_smoothing`; else an empty dict.
+        (config with the chosen values, {key: how it was chosen}, runner): the
+        runner holds the trained teacher, reused by the seed's rows.
     """
-    runner = _SeedRunner(dataset, config, seed, log, verbose)
-    records = {}
-    test_logits = {}
+    runner = _SeedRunner(dataset, config, seed, log, verbose, progress)
+    chosen, provenance, grids = {}, {}, {}
+    for architecture, (temperature_key, alpha_key) in TUNED.items():
+        if {temperature_key, alpha_key} & set(fixed):
+            continue
+        candidates = [(t, a) for t in config.kd_temperature_grid for a in config.kd_alpha_grid]
+        scores = {}
+        for temperature, alpha in candidates:
+            model, _ = runner.distil(runner.model("teacher"), architecture,
+                                     {"temperature": temperature, "alpha": alpha})
+            scores[(temperature, alpha)] = runner.validation_score(model)
+            progress.step(f"tune  | {architecture:<7} KD T={temperature:g} alpha={alpha:g}: "
+                          f"validation acc {scores[(temperature, alpha)][0]:.4f}")
+        best = _best(scores)
+        chosen.update({temperature_key: best[0], alpha_key: best[1]})
+        grids[architecture] = scores
+        for key in (temperature_key, alpha_key):
+            provenance[key] = (
+                f"tuned in this run: validation accuracy of the {architecture} student over "
+                f"T in {list(config.kd_temperature_grid)} x alpha in "
+                f"{list(config.kd_alpha_grid)} (seed {seed})"
+            )
+    if "smoothing" not in fixed:
+        scores = {}
+        for smoothing in config.smoothing_grid:
+            loss = keras_kd.LabelSmoothingLoss(smoothing, from_logits=True)
+            model, _ = runner.train("student", loss)
+            scores[smoothing] = runner.validation_score(model)
+            progress.step(f"tune  | student label smoothing eps={smoothing:g}: validation acc "
+                          f"{scores[smoothing][0]:.4f}")
+        chosen["smoothing"] = _best(scores)
+        provenance["smoothing"] = (
+            f"tuned in this run: validation accuracy of the thin CNN student over eps in "
+            f"{list(config.smoothing_grid)} (seed {seed})"
+        )
+    log("tuned on the validation split: " + ", ".join(f"{k}={v:g}" for k, v in chosen.items()))
+    tuned = config.with_overrides(chosen)
+    runner.config = tuned
+    return tuned, provenance, runner
 
-    def add(row, model, seconds, teacher_metrics=None):
-        logits, metrics = runner.measure(model)
-        test_logits[row] = logits
-        records[row] = Record(
-            row=row,
+
+def provenance_of_defaults(config, fixed, tuned_provenance):
+    """{hyperparameter: how its value in this run was chosen}, for the report."""
+    notes = {}
+    tunable = [key for keys in TUNED.values() for key in keys] + ["smoothing"]
+    for key in tunable:
+        if key in fixed:
+            notes[key] = "set explicitly (--set)"
+        elif key in tuned_provenance:
+            notes[key] = tuned_provenance[key]
+        else:
+            notes[key] = ("the default, chosen on the validation split by a tuning run "
+                          "(docs/guides/main-job.md); not tuned in this run")
+    for key in ("tfkd_correct_prob", "tfkd_temperature", "tfkd_alpha",
+                "teacher_free_temperature", "teacher_free_alpha", "hint_weight"):
+        notes[key] = "set explicitly (--set)" if key in fixed else "the paper's value, not tuned"
+    return {key: {"value": getattr(config, key), "how": note} for key, note in notes.items()}
+
+
+def _best(scores):
+    # Highest validation accuracy, then lowest validation NLL, then the first listed.
+    return max(scores, key=lambda key: (scores[key][0], -scores[key][1]))
+
+
+def run_seed(dataset, config, seed, progress, log=print, keep_artifacts=False, verbose=0,
+             runner=None):
+    """Trains and measures every row (and the helpers they need) for one seed.
+
+    Args:
+        runner: a `_SeedRunner` of this seed that already holds trained models
+            (from `tune`), or None.
+
+    Returns:
+        (records, logits): a list of `Record` in `ROWS` order, and {"test": {model
+        name: test logits}, "temperature": {model name: fitted T or None},
+        "projection": ...} (the projection inputs of `student` and
+        `label_smoothing` only with `keep_artifacts`).
+    """
+    runner = runner or _SeedRunner(dataset, config, seed, log, verbose, progress)
+    records = {}
+    for row in ROW_TABLE:
+        model = runner.model(row.name)
+        logits, metrics = runner.measurements[row.name]
+        teacher = runner.measurements[row.teacher][1] if row.teacher else None
+        records[row.name] = Record(
+            row=row.name,
             seed=seed,
             **metrics,
             parameters=int(model.count_params()),
-            training_seconds=seconds,
-            ece_noise_floor=_calibrated_ece(logits, config.num_bins, seed),
-            teacher_accuracy=teacher_metrics["accuracy"] if teacher_metrics else None,
-            teacher_ece=teacher_metrics["ece"] if teacher_metrics else None,
+            training_seconds=runner.seconds[row.name],
+            ece_noise_floor=_statistics.noise_floor(logits, config.num_bins, seed),
+            teacher_accuracy=teacher["accuracy"] if teacher else None,
+            teacher_ece=teacher["ece"] if teacher else None,
         )
-        runner.log_line(row, metrics, seconds)
-        return metrics
-
-    hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    smoothing_loss = keras_kd.LabelSmoothingLoss(config.smoothing, from_logits=True)
-
-    teacher, seconds = runner.train(_models.build_teacher, hard_loss)
-    teacher_metrics = add("teacher", teacher, seconds)
-
-    student, seconds = runner.train(_models.build_student, hard_loss)
-    student_metrics = add("student", student, seconds)
-
-    model, seconds = runner.distil(teacher, _models.build_student,
-                                   config.kd_temperature, config.kd_alpha)
-    add("kd", model, seconds, teacher_metrics)
-
-    label_smoothing, seconds = runner.train(_models.build_student, smoothing_loss)
-    add("label_smoothing", label_smoothing, seconds)
-
-    virtual_teacher_loss = keras_kd.VirtualTeacherLoss(
-        correct_prob=config.tfkd_correct_prob,
-        temperature=config.tfkd_temperature,
-        alpha=config.tfkd_alpha,
-        mode="paper",
-    )
-    model, seconds = runner.train(_models.build_student, virtual_teacher_loss)
-    add("tfkd_reg", model, seconds)
-
-    # The trained `student` row is the "copy of itself trained first".
-    model, seconds = runner.distil(student, _models.build_student,
-                                   config.teacher_free_temperature, config.teacher_free_alpha)
-    add("tfkd_self", model, seconds, student_metrics)
-
-    model, seconds = runner.distil(student, _models.build_teacher,
-                                   config.teacher_free_temperature, config.teacher_free_alpha)
-    add("re_kd", model, seconds, student_metrics)
-
-    poor_teacher, _ = runner.train(_models.build_teacher, hard_loss,
-                                   steps=config.poor_teacher_steps)
-    _, poor_metrics = runner.measure(poor_teacher)
-    runner.log_line(f"(de_kd teacher, {config.poor_teacher_steps} steps)", poor_metrics)
-    model, seconds = runner.distil(poor_teacher, _models.build_student,
-                                   config.teacher_free_temperature, config.teacher_free_alpha)
-    add("de_kd", model, seconds, poor_metrics)
-
-    ls_teacher, _ = runner.train(_models.build_teacher, smoothing_loss)
-    _, ls_teacher_metrics = runner.measure(ls_teacher)
-    runner.log_line("(ls_teacher_kd teacher)", ls_teacher_metrics)
-    model, seconds = runner.distil(ls_teacher, _models.build_student,
-                                   config.kd_temperature, config.kd_alpha)
-    add("ls_teacher_kd", model, seconds, ls_teacher_metrics)
-
-    # FitNets' regressor (a Dense layer the Distiller adds, as the widths differ)
-    # maps the student's penultimate layer onto the teacher's.
-    hint = keras_kd.FeaturePair(_models.PENULTIMATE, _models.PENULTIMATE, loss="mse",
-                                weight=config.hint_weight, name="hint")
-    model, seconds = runner.distil(teacher, _models.build_student, config.kd_temperature,
-                                   config.kd_alpha, feature_pairs=[hint])
-    add("fitnets", model, seconds, teacher_metrics)
-
-    artifacts = {}
+    outputs = {
+        "test": {name: logits for name, (logits, _) in runner.measurements.items()},
+        "temperature": {name: metrics["temperature"]
+                        for name, (_, metrics) in runner.measurements.items()},
+    }
     if keep_artifacts:
-        artifacts = {
-            "test_logits": test_logits,
-            "projection": {
-                row: runner.projection_inputs(model)
-                for row, model in (("student", student), ("label_smoothing", label_smoothing))
-            },
+        outputs["projection"] = {
+            name: runner.projection_inputs(runner.model(name))
+            for name in ("student", "label_smoothing")
         }
-    return [records[row] for row in ROWS], artifacts
+    return [records[row] for row in ROWS], outputs
 
 
 class _SeedRunner:
-    """Builds, trains and measures the models of one seed."""
+    """Builds, trains, measures and keeps the models of one seed."""
 
-    def __init__(self, dataset, config, seed, log, verbose):
+    def __init__(self, dataset, config, seed, log, verbose, progress):
         self.dataset = dataset
         self.config = config
         self.seed = seed
         self.log = log
         self.verbose = verbose
+        self.progress = progress
+        self.models, self.seconds, self.measurements = {}, {}, {}
 
-    def _build(self, build, name=None):
+    def model(self, name):
+        """The trained model `name` (a row or a helper), trained on first use."""
+        if name not in self.models:
+            row = _BY_NAME[name]
+            if row.teacher:
+                model, seconds = self.distil(self.model(row.teacher), row.architecture,
+                                             row.distillation(self.config, row.architecture))
+            else:
+                steps = getattr(self.config, row.steps) if row.steps else None
+                model, seconds = self.train(row.architecture, row.loss(self.config), steps)
+            self.models[name], self.seconds[name] = model, seconds
+            self.measurements[name] = self.measure(model)
+            self.progress.step(self.line(name, self.measurements[name][1], seconds))
+        return self.models[name]
+
+    def _build(self, architecture, name=None):
         # The same seed before every build: the same architecture starts from the
         # same weights (and sees the same batch order) in every row.
         keras.utils.set_random_seed(self.seed)
         kwargs = {"name": name} if name else {}
-        return build(self.dataset.input_shape, self.dataset.num_classes, self.config, **kwargs)
+        return ARCHITECTURES[architecture](self.dataset.input_shape, self.dataset.num_classes,
+                                           self.config, **kwargs)
 
-    def _shift_pixels(self, build):
-        # Augmentation follows the architecture: the CNN uses translations, the MLP
-        # student cannot (it has no notion of neighbouring pixels).
-        if build is _models.build_teacher:
-            return self.config.teacher_shift_pixels
-        return self.config.student_shift_pixels
+    def _shift_pixels(self, architecture):
+        # Augmentation for images only (MNIST-1D's generator already translates), and
+        # only for convolutions (an MLP has no notion of neighbouring pixels).
+        if len(self.dataset.input_shape) != 3:
+            return 0
+        if architecture == "mlp":
+            return self.config.student_shift_pixels
+        return self.config.teacher_shift_pixels
 
     def _optimizer(self):
         # Cosine decay to 0 over the whole run: the last epochs at a small step size
@@ -224,7 +401,7 @@ class _SeedRunner:
         return keras.optimizers.Adam(learning_rate=schedule)
 
     def _fit(self, model, shift_pixels, steps=None):
-        """Trains for `config.epochs` epochs, or for `steps` batches only, on images
+        """Trains for `config.epochs` epochs, or for `steps` batches only, on inputs
         randomly translated by up to `shift_pixels`."""
         import tensorflow as tf
 
@@ -245,26 +422,30 @@ class _SeedRunner:
         model.fit(batches, epochs=1, shuffle=False, verbose=self.verbose)
         return time.perf_counter() - start
 
-    def train(self, build, loss, steps=None):
-        """A model of `build`'s architecture trained on `loss`; (model, seconds)."""
-        model = self._build(build)
+    def train(self, architecture, loss, steps=None):
+        """A model of `architecture` trained on `loss`; (model, seconds)."""
+        model = self._build(architecture)
         model.compile(optimizer=self._optimizer(), loss=loss,
                       steps_per_execution=_STEPS_PER_EXECUTION)
-        return model, self._fit(model, self._shift_pixels(build), steps)
+        return model, self._fit(model, self._shift_pixels(architecture), steps)
 
-    def distil(self, teacher, build, temperature, alpha, **distiller_kwargs):
-        """A model of `build`'s architecture distilled from `teacher`; (model, seconds)."""
-        student = self._build(build, name="distilled")
-        distiller = keras_kd.Distiller(
-            teacher=teacher, student=student, temperature=temperature, alpha=alpha,
-            **distiller_kwargs,
-        )
+    def distil(self, teacher, architecture, distiller_kwargs):
+        """A model of `architecture` distilled from `teacher`; (model, seconds)."""
+        student = self._build(architecture, name="distilled")
+        distiller = keras_kd.Distiller(teacher=teacher, student=student, **distiller_kwargs)
         distiller.compile(
             optimizer=self._optimizer(),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             steps_per_execution=_STEPS_PER_EXECUTION,
         )
-        return student, self._fit(distiller, self._shift_pixels(build))
+        return student, self._fit(distiller, self._shift_pixels(architecture))
+
+    def validation_score(self, model):
+        """(validation accuracy, validation NLL): what the tuning grid compares."""
+        logits = _predict(model, self.dataset.x_val)
+        accuracy = float(np.mean(np.argmax(logits, axis=-1) == self.dataset.y_val))
+        return accuracy, calibration.negative_log_likelihood(logits, self.dataset.y_val,
+                                                             from_logits=True)
 
     def measure(self, model):
         """(test logits, metrics): the test metrics of `Record`, with temperature
@@ -314,17 +495,17 @@ class _SeedRunner:
             "bias": bias,
         }
 
-    def log_line(self, label, metrics, seconds=None):
+    def line(self, label, metrics, seconds=None):
         scaled, temperature = metrics["ece_temperature_scaled"], metrics["temperature"]
         line = (
-            f"seed {self.seed} | {label:<16} acc {metrics['accuracy']:.4f}  "
+            f"seed {self.seed} | {label:<20} acc {metrics['accuracy']:.4f}  "
             f"nll {metrics['nll']:.3f}  ece {metrics['ece']:.4f}  "
             f"ece(ts) {'n/a' if scaled is None else f'{scaled:.4f}'}  "
             f"T {'n/a' if temperature is None else f'{temperature:.2f}'}"
         )
         if seconds is not None:
             line += f"  {seconds:.1f} s"
-        self.log(line)
+        return line
 
 
 def _random_shift(pixels, seed):
@@ -343,30 +524,6 @@ def _random_shift(pixels, seed):
         return tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed), label
 
     return shift
-
-
-def _calibrated_ece(logits, num_bins, seed, draws=100):
-    """The mean ECE of a perfectly calibrated model with these confidences.
-
-    Labels are drawn so that the top class is right with probability equal to its
-    confidence, which is perfect calibration; the ECE of such draws is still > 0, as
-    the binned estimator is biased upwards on a finite test set. An observed ECE near
-    this floor leaves nothing measurable for a calibration method to remove.
-    """
-    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
-    top_class = np.argmax(probs, axis=-1)
-    confidence = np.max(probs, axis=-1)
-    # Any other class serves as the wrong label: the top-label ECE never looks at it.
-    wrong_class = (top_class + 1) % probs.shape[-1]
-    rng = np.random.default_rng(seed)
-    values = [
-        calibration.expected_calibration_error(
-            probs, np.where(rng.random(len(probs)) < confidence, top_class, wrong_class),
-            num_bins=num_bins,
-        )
-        for _ in range(draws)
-    ]
-    return float(np.mean(values))
 
 
 def _predict(model, x):

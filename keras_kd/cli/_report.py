@@ -1,8 +1,9 @@
 """results.json and results.md of `keras-kd reproduce`: summaries and findings.
 
 The findings are computed from the numbers, never written in advance: each compares
-two rows (or a row before and after temperature scaling) seed by seed, and says
-whether the published direction held on this run.
+two models (or one before and after temperature scaling) seed by seed, on the same
+test examples, and decides the published claim from a 95 % interval that combines the
+spread over seeds (Student's t) and a bootstrap over test examples.
 """
 
 import dataclasses
@@ -12,6 +13,10 @@ import platform
 import statistics
 import sys
 
+import numpy as np
+
+from keras_kd.cli import _io
+from keras_kd.cli import _statistics
 from keras_kd.cli._experiments import METRICS
 from keras_kd.cli._experiments import ROW_DESCRIPTIONS
 from keras_kd.cli._experiments import ROWS
@@ -25,51 +30,69 @@ COLUMN_TITLES = {
     "parameters": "params",
     "training_seconds": "train s",
 }
-_TIE = 1e-9
-# An ECE within this factor of its perfectly-calibrated floor is sampling noise.
-_AT_FLOOR = 1.5
 _DECIMALS = {"accuracy": 4, "nll": 3, "ece": 4, "ece_temperature_scaled": 4,
              "temperature": 2, "training_seconds": 1}
+# Effects smaller than these are no effect: an interval inside ±NEGLIGIBLE rules the
+# claim out rather than leaving it undecided.
+NEGLIGIBLE = {"accuracy": 0.005, "ece": 0.005, "ece_temperature_scaled": 0.005}
+# The calibration claims are measurable when the baseline's ECE is this many times
+# the test split's noise floor (issue 14's bar).
+MEASURABLE_FACTOR = 3.0
+VERDICTS = ("reproduced", "not reproduced", "too noisy to tell")
 
 
 @dataclasses.dataclass(frozen=True)
-class _Claim:
-    """`value(row, metric)` should be `direction` than `value(baseline, baseline_metric)`."""
+class Claim:
+    """`metric` of model `model` should be `direction` than `baseline_metric` of
+    `baseline` (models are rows or helpers: `ls_teacher`, `poor_teacher`)."""
 
     claim: str
     source: str
-    row: str
+    model: str
     metric: str
     baseline: str
     baseline_metric: str
     direction: str  # "higher" or "lower"
 
 
+def _kd_claims(prefix, label):
+    return (
+        Claim(f"KD beats the scratch {label}", "Hinton et al. 2015",
+              f"{prefix}kd", "accuracy", f"{prefix}student", "accuracy", "higher"),
+        Claim(f"Label smoothing lowers the {label}'s ECE", "Müller et al. 2019",
+              f"{prefix}label_smoothing", "ece", f"{prefix}student", "ece", "lower"),
+        Claim(f"Temperature scaling lowers the {label}'s ECE", "Guo et al. 2017",
+              f"{prefix}student", "ece_temperature_scaled", f"{prefix}student", "ece", "lower"),
+        Claim(f"A label-smoothed teacher distils worse into the {label} than the plain "
+              "teacher", "Müller et al. 2019", f"{prefix}ls_teacher_kd", "accuracy",
+              f"{prefix}kd", "accuracy", "lower"),
+    )
+
+
+# One entry per finding; a new row's claim is one more entry here.
 CLAIMS = (
-    _Claim("The teacher is more accurate than the scratch student (design check)",
-           "setup", "teacher", "accuracy", "student", "accuracy", "higher"),
-    _Claim("KD beats the scratch student", "Hinton et al. 2015",
-           "kd", "accuracy", "student", "accuracy", "higher"),
-    _Claim("Label smoothing lowers the student's ECE", "Müller et al. 2019",
-           "label_smoothing", "ece", "student", "ece", "lower"),
-    _Claim("Temperature scaling lowers the student's ECE", "Guo et al. 2017",
-           "student", "ece_temperature_scaled", "student", "ece", "lower"),
-    _Claim("Temperature scaling lowers the teacher's ECE", "Guo et al. 2017",
-           "teacher", "ece_temperature_scaled", "teacher", "ece", "lower"),
-    _Claim("Tf-KD_reg (virtual teacher) beats the scratch student", "Yuan et al. 2020",
-           "tfkd_reg", "accuracy", "student", "accuracy", "higher"),
-    _Claim("Tf-KD_self (born-again) beats the scratch student", "Yuan et al. 2020",
-           "tfkd_self", "accuracy", "student", "accuracy", "higher"),
-    _Claim("Re-KD: the student improves the teacher architecture", "Yuan et al. 2020",
-           "re_kd", "accuracy", "teacher", "accuracy", "higher"),
-    _Claim("De-KD: a poorly trained teacher still improves the student", "Yuan et al. 2020",
-           "de_kd", "accuracy", "student", "accuracy", "higher"),
-    _Claim("A label-smoothed teacher is better calibrated than the plain teacher",
-           "Müller et al. 2019", "ls_teacher_kd", "teacher_ece", "teacher", "ece", "lower"),
-    _Claim("...but distils worse than the plain teacher", "Müller et al. 2019",
-           "ls_teacher_kd", "accuracy", "kd", "accuracy", "lower"),
-    _Claim("FitNets hints plus KD beat the scratch student", "Romero et al. 2015",
-           "fitnets", "accuracy", "student", "accuracy", "higher"),
+    Claim("The teacher is more accurate than the thin student (design check)", "setup",
+          "teacher", "accuracy", "student", "accuracy", "higher"),
+    *_kd_claims("", "thin student"),
+    Claim("Temperature scaling lowers the teacher's ECE", "Guo et al. 2017",
+          "teacher", "ece_temperature_scaled", "teacher", "ece", "lower"),
+    Claim("A label-smoothed teacher is better calibrated than the plain teacher",
+          "Müller et al. 2019", "ls_teacher", "ece", "teacher", "ece", "lower"),
+    Claim("Tf-KD_reg (virtual teacher) beats the scratch student", "Yuan et al. 2020",
+          "tfkd_reg", "accuracy", "student", "accuracy", "higher"),
+    Claim("Tf-KD_self (born-again) beats the scratch student", "Yuan et al. 2020",
+          "tfkd_self", "accuracy", "student", "accuracy", "higher"),
+    Claim("Re-KD: the thin student improves the teacher architecture", "Yuan et al. 2020",
+          "re_kd", "accuracy", "teacher", "accuracy", "higher"),
+    Claim("De-KD: a poorly trained teacher still improves the student", "Yuan et al. 2020",
+          "de_kd", "accuracy", "student", "accuracy", "higher"),
+    Claim("FitNets hints plus KD beat the scratch student", "Romero et al. 2015",
+          "fitnets", "accuracy", "student", "accuracy", "higher"),
+    *_kd_claims("mlp_", "MLP student"),
+    Claim("Tf-KD_reg (virtual teacher) beats the scratch MLP student", "Yuan et al. 2020",
+          "mlp_tfkd_reg", "accuracy", "mlp_student", "accuracy", "higher"),
+    Claim("KD helps the thin student more than the MLP (capacity gap)",
+          "Mirzadeh et al. 2020", "kd", "accuracy", "mlp_kd", "accuracy", "higher"),
 )
 
 
@@ -88,41 +111,92 @@ def summarize(records):
     return summary
 
 
-def findings(records):
-    """Each claim checked seed by seed: the mean paired difference and its spread."""
-    by_key = {(r.row, r.seed): r for r in records}
-    seeds = sorted({r.seed for r in records})
+def findings(outputs, labels, num_bins, bootstrap_samples, claims=CLAIMS, seed=0):
+    """Each claim decided from its paired differences over seeds and test examples.
+
+    Args:
+        outputs: {seed: {"test": {model: test logits}, "temperature": {model: T}}}.
+        labels: the test labels.
+        num_bins: ECE bins.
+        bootstrap_samples: resamples of the test split (the same resamples for every
+            model and seed, so the comparison stays paired).
+
+    Returns:
+        One dict per claim: the mean difference over seeds, the half-widths of its
+        95 % intervals over seeds (t) and over test examples (bootstrap percentile),
+        their combination `sqrt(seeds^2 + bootstrap^2)`, and the verdict.
+    """
+    seeds = sorted(outputs)
+    counts = _statistics.bootstrap_counts(len(labels), bootstrap_samples, seed)
+    cache = {}
+
+    def value(model, metric, seed_, resampled):
+        key = (model, metric, seed_, resampled)
+        if key not in cache:
+            cache[key] = _statistics.measure(
+                outputs[seed_]["test"][model], labels, metric, num_bins,
+                counts=counts if resampled else None,
+                temperature=outputs[seed_]["temperature"].get(model),
+            )
+        return cache[key]
+
     results = []
-    for claim in CLAIMS:
-        differences = []
-        for seed in seeds:
-            value = getattr(by_key[(claim.row, seed)], claim.metric)
-            baseline = getattr(by_key[(claim.baseline, seed)], claim.baseline_metric)
-            if value is not None and baseline is not None:
-                differences.append(value - baseline)
-        wanted = 1.0 if claim.direction == "higher" else -1.0
-        if differences:
-            mean_difference = statistics.fmean(differences)
-            spread = _std(differences)
-            # Accuracies are multiples of 1 / N: a tie must not pass on rounding.
-            reproduced = wanted * mean_difference > _TIE
-            within_noise = len(differences) > 1 and abs(mean_difference) <= spread
-        else:
-            mean_difference = spread = None
-            reproduced = within_noise = False
-        baselines = [by_key[(claim.baseline, seed)] for seed in seeds]
-        results.append({
+    for claim in claims:
+        differences, resampled = [], []
+        for seed_ in seeds:
+            pair = [value(claim.model, claim.metric, seed_, False),
+                    value(claim.baseline, claim.baseline_metric, seed_, False)]
+            if any(side is None for side in pair):
+                continue
+            differences.append(float(pair[0][0] - pair[1][0]))
+            resampled.append(value(claim.model, claim.metric, seed_, True)
+                             - value(claim.baseline, claim.baseline_metric, seed_, True))
+        result = {
             "claim": claim.claim,
             "source": claim.source,
-            "compared": f"{claim.row}.{claim.metric} - {claim.baseline}.{claim.baseline_metric}",
-            "mean_difference": mean_difference,
-            "std_difference": spread,
+            "compared": f"{claim.model}.{claim.metric} - {claim.baseline}.{claim.baseline_metric}",
+            "direction": claim.direction,
             "seeds": len(differences),
-            "reproduced": reproduced,
-            "within_seed_noise": within_noise,
-            "calibration_context": _calibration_context(claim, baselines),
-        })
+            "mean_difference": None,
+            "interval": None,
+            "verdict": "too noisy to tell",
+        }
+        if differences:
+            mean = statistics.fmean(differences)
+            # The bootstrap distribution of the mean over seeds.
+            low, high = np.percentile(np.mean(resampled, axis=0), [2.5, 97.5])
+            bootstrap = float(high - low) / 2.0
+            seed_width = _statistics.seed_half_width(differences)
+            half_width = math.hypot(seed_width or 0.0, bootstrap)
+            result.update(
+                mean_difference=mean,
+                differences=differences,
+                seed_half_width=seed_width,
+                bootstrap_half_width=bootstrap,
+                half_width=half_width,
+                interval=[mean - half_width, mean + half_width],
+                verdict=_statistics.verdict(mean, half_width, claim.direction,
+                                            NEGLIGIBLE[claim.metric]),
+            )
+        result["reproduced"] = result["verdict"] == "reproduced"
+        results.append(result)
     return results
+
+
+def measurability(records):
+    """The scratch students' and the teacher's ECE against the test split's noise floor:
+    the calibration claims need ECE well above it (MEASURABLE_FACTOR times)."""
+    rows = {}
+    for row in ("student", "mlp_student", "teacher"):
+        chosen = [record for record in records if record.row == row]
+        if not chosen:
+            continue
+        ece = statistics.fmean(record.ece for record in chosen)
+        floor = statistics.fmean(record.ece_noise_floor for record in chosen)
+        rows[row] = {"ece": ece, "noise_floor": floor,
+                     "ratio": ece / floor if floor > 0 else math.inf,
+                     "measurable": ece >= MEASURABLE_FACTOR * floor}
+    return rows
 
 
 def library_versions():
@@ -139,40 +213,39 @@ def library_versions():
         "keras_backend": keras.backend.backend(),
         "numpy": numpy.__version__,
     }
-    for module_name in ("tensorflow", "sklearn", "matplotlib", "tensorflow_datasets"):
+    for module_name in ("tensorflow", "sklearn", "matplotlib", "tensorflow_datasets", "mnist1d"):
         module = sys.modules.get(module_name)
         if module is None:
-            try:
-                module = __import__(module_name)
-            except ImportError:
-                continue
-        versions[module_name] = getattr(module, "__version__", "unknown")
+            continue  # not used by this run; importing it now would only cost time
+        versions[module_name] = getattr(module, "__version__", _distribution_version(module_name))
     return versions
 
 
-def write_json(path, *, config, dataset, records, summary, checks, command, wall_seconds):
+def write_json(path, *, config, dataset, records, summary, checks, command, wall_seconds,
+               hyperparameters, measurable, machine):
     payload = {
         "command": command,
         "config": config.to_dict(),
         "dataset": {"name": dataset.name, "description": dataset.description,
                     "num_classes": dataset.num_classes, "sizes": dataset.sizes()},
         "versions": library_versions(),
+        "machine": machine,
         "rows": {row: ROW_DESCRIPTIONS[row] for row in ROWS},
+        "hyperparameters": hyperparameters,
         "records": [_json_safe(dataclasses.asdict(record)) for record in records],
         "summary": _json_safe(summary),
+        "measurability": _json_safe(measurable),
         "findings": _json_safe(checks),
         "wall_seconds": wall_seconds,
     }
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(payload, file, indent=2, allow_nan=False)
-        file.write("\n")
+    _io.atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
-def results_table(summary):
+def results_table(summary, rows=ROWS):
     """The markdown table: one line per row, mean ± std over seeds."""
     header = "| row | " + " | ".join(COLUMN_TITLES[m] for m in METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
-    for row in ROWS:
+    for row in rows:
         cells = [_cell(summary[row].get(metric), metric) for metric in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -184,46 +257,55 @@ def findings_markdown(checks):
         if check["mean_difference"] is None:
             lines.append(f"- **not measured**: {check['claim']} ({check['source']}).")
             continue
-        verdict = "reproduced" if check["reproduced"] else "NOT reproduced"
-        noise = " (within seed noise)" if check["within_seed_noise"] else ""
+        seeds = (f"seeds ±{check['seed_half_width']:.4f}" if check["seed_half_width"] is not None
+                 else "one seed: test-sampling noise only")
+        low, high = check["interval"]
         # `+ 0.0` turns a rounding-level -0.0 into 0.0 for display.
-        line = (
-            f"- **{verdict}**{noise}: {check['claim']} ({check['source']}). "
-            f"`{check['compared']}` = {round(check['mean_difference'], 4) + 0.0:+.4f} ± "
-            f"{check['std_difference']:.4f} over {check['seeds']} seed(s)."
+        lines.append(
+            f"- **{check['verdict']}**: {check['claim']} ({check['source']}). "
+            f"`{check['compared']}` = {round(check['mean_difference'], 4) + 0.0:+.4f}, "
+            f"95 % interval [{low:+.4f}, {high:+.4f}] ({seeds}, test bootstrap "
+            f"±{check['bootstrap_half_width']:.4f}; {check['seeds']} seed(s))."
         )
-        context = check.get("calibration_context")
-        if context:
-            state = "over-confident" if context["temperature"] > 1.0 else "not over-confident"
-            floor = ("at the sampling-noise floor: too little miscalibration to measure a "
-                     "reduction" if context["ece"] <= _AT_FLOOR * context["ece_noise_floor"]
-                     else "above the sampling-noise floor")
-            line += (
-                f" Baseline `{context['row']}`: fitted T {context['temperature']:.2f} ({state}); "
-                f"ECE {context['ece']:.4f} against {context['ece_noise_floor']:.4f} for a "
-                f"perfectly calibrated model on this test set, {floor}."
-            )
-        lines.append(line)
     return "\n".join(lines)
 
 
+def measurability_markdown(measurable):
+    lines = []
+    for row, entry in measurable.items():
+        state = ("measurable" if entry["measurable"]
+                 else f"below {MEASURABLE_FACTOR:g}x: calibration effects hard to measure")
+        lines.append(f"- `{row}`: ECE {entry['ece']:.4f} = {entry['ratio']:.1f} x the noise "
+                     f"floor {entry['noise_floor']:.4f} ({state}).")
+    return "\n".join(lines)
+
+
+def hyperparameters_markdown(hyperparameters):
+    return "\n".join(f"- `{key}` = {entry['value']!r}: {entry['how']}."
+                     for key, entry in hyperparameters.items())
+
+
 def write_markdown(path, *, config, dataset, summary, checks, pictures, command, wall_seconds,
-                   quick=False):
+                   hyperparameters, measurable, machine, quick=False):
     seeds = ", ".join(str(seed) for seed in config.seed_list)
     banner = (
-        f"**Quick run** ({config.seeds} seed, {config.epochs} epochs): a smoke run and a "
-        "first look. The models are under-trained; run without `--quick` for the findings.\n\n"
-        if quick else ""
+        f"**Quick run** ({config.seeds} seed, {config.epochs} epochs, no tuning): a smoke "
+        "run and a first look. The models are under-trained; run without `--quick` for "
+        "the findings.\n\n" if quick else ""
     )
     sizes = dataset.sizes()
-    reproduced = sum(check["reproduced"] for check in checks)
+    counts = {verdict: sum(check["verdict"] == verdict for check in checks)
+              for verdict in VERDICTS}
+    tally = ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
     text = f"""# keras-kd reproduce
 
 `{command}`
 
-{banner}Data: {dataset.description}; train {sizes['train']}, validation {sizes['validation']}
-(temperature scaling only), test {sizes['test']} (every number below). Seeds: {seeds}.
-Mean ± standard deviation over seeds; wall time {wall_seconds / 60:.1f} min.
+{banner}Data: {dataset.description}; train {sizes['train']:,}, validation {sizes['validation']:,}
+(hyperparameters and temperature scaling only), test {sizes['test']:,} (every number below).
+Seeds: {seeds}. Mean ± standard deviation over seeds; wall time {wall_seconds / 60:.1f} min on
+{machine['cpus']} CPU core(s), load average {machine['load_average_start']} at the start and
+{machine['load_average_end']} at the end.
 
 {results_table(summary)}
 
@@ -236,10 +318,28 @@ of the row's own training (its teacher's not included).
 
 {chr(10).join(f"- `{row}`: {ROW_DESCRIPTIONS[row]}" for row in ROWS)}
 
-## Findings ({reproduced} of {len(checks)} reproduced on this run)
+## How the hyperparameters were chosen
 
-Each line compares two rows seed by seed (the difference's mean ± std); "within seed
-noise" marks a mean difference no larger than its standard deviation.
+Never on the test split.
+
+{hyperparameters_markdown(hyperparameters)}
+
+## Is calibration measurable here?
+
+The noise floor is the mean ECE that a perfectly calibrated model with the same
+confidences shows on this test split ({sizes['test']:,} examples): sampling noise alone.
+
+{measurability_markdown(measurable)}
+
+## Findings ({tally})
+
+Each line is a difference between two models, paired seed by seed on the same test
+examples: its mean over seeds and a 95 % interval combining the seeds' spread
+(Student's t) with a bootstrap over test examples ({config.bootstrap_samples} resamples).
+**reproduced**: the interval excludes 0 on the claimed side; **not reproduced**: it
+lies on the other side, or within ±{NEGLIGIBLE['accuracy']} (accuracy) /
+±{NEGLIGIBLE['ece']} (ECE) of 0, an effect too small to matter; otherwise **too noisy
+to tell**.
 
 {findings_markdown(checks)}
 
@@ -247,25 +347,17 @@ noise" marks a mean difference no larger than its standard deviation.
 
 {chr(10).join(f"- [{name}]({name}): {caption}" for name, caption in pictures)}
 """
-    with open(path, "w", encoding="utf-8") as file:
-        file.write(text)
+    _io.atomic_write_text(path, text)
     return text
 
 
-def _calibration_context(claim, baselines):
-    """For claims about ECE: is the baseline over-confident, and above the noise floor?
+def _distribution_version(module_name):
+    from importlib import metadata
 
-    The papers' calibration claims are about over-confident models (fitted T > 1) whose
-    ECE is far above what sampling noise alone gives on the test set.
-    """
-    if "ece" not in claim.metric:
-        return None
-    values = {name: [getattr(record, name) for record in baselines]
-              for name in ("temperature", "ece", "ece_noise_floor")}
-    if any(value is None for column in values.values() for value in column):
-        return None
-    return {"row": claim.baseline, **{name: statistics.fmean(column)
-                                      for name, column in values.items()}}
+    try:
+        return metadata.version(module_name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _cell(statistic, metric):
