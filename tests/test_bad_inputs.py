@@ -853,15 +853,17 @@ def _model_and_data_rows():
             "{'labels': ..., 'teacher_logit': ...} (misspelt)",
             "Distiller.fit",
             lambda: _fit_distiller(_classifier(), y={LABELS: labels, "teacher_logit": _logits(8)}),
-            "cached targets use only ['labels', 'teacher_logits', 'teacher_member_logits'] "
-            "(got 'teacher_logit'). Did you mean 'teacher_logits'?",
+            "`y` is a dict with keys ['labels', 'teacher_logit']; cached targets use only "
+            "['labels', 'teacher_logits', 'teacher_member_logits'] (got 'teacher_logit'). "
+            "Did you mean 'teacher_logits'?",
         ),
         BadInput(
             "y",
             "{'label': ...} (misspelt)",
             "targets.split_targets",
             lambda: keras_kd.targets.split_targets({"label": labels}),
-            "(got 'label'). Did you mean 'labels'?",
+            "`y` is a dict with keys ['label']; cached targets use only ['labels', "
+            "'teacher_logits', 'teacher_member_logits'] (got 'label'). Did you mean 'labels'?",
         ),
         BadInput(
             "class_weight",
