@@ -190,7 +190,8 @@ def check_sample_weight(sample_weight, predictions, name="sample_weight"):
     """Raises for sample weights of the wrong shape or with NaN, inf or negative values.
 
     Per-example losses have shape `predictions.shape[:-1]`; the weights must have that
-    shape (optionally with a trailing 1) or be a scalar. Shapes are checked
+    shape (optionally with a trailing 1), a leading part of it (per-sequence weights
+    for per-token losses), or be a scalar. Shapes are checked
     statically; values only when eager (NumPy, eager tensors).
     """
     if sample_weight is None:
@@ -199,9 +200,14 @@ def check_sample_weight(sample_weight, predictions, name="sample_weight"):
     example_shape = tuple(predictions.shape[:-1])
     if weight_shape and weight_shape[-1] == 1 and len(weight_shape) == len(example_shape) + 1:
         weight_shape = weight_shape[:-1]
+    # A prefix of the example shape is fine too: per-sequence weights (N,) for
+    # per-token losses (N, T) broadcast, as in Keras.
     if weight_shape and (
-        len(weight_shape) != len(example_shape)
-        or any(a is not None and b is not None and a != b for a, b in zip(weight_shape, example_shape))
+        len(weight_shape) > len(example_shape)
+        or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(weight_shape, example_shape)
+        )
     ):
         raise ValueError(
             f"`{name}` must hold one weight per example, shape {example_shape} (or a "

@@ -853,15 +853,17 @@ def _model_and_data_rows():
             "{'labels': ..., 'teacher_logit': ...} (misspelt)",
             "Distiller.fit",
             lambda: _fit_distiller(_classifier(), y={LABELS: labels, "teacher_logit": _logits(8)}),
-            "cached targets use only ['labels', 'teacher_logits', 'teacher_member_logits'] "
-            "(got 'teacher_logit'). Did you mean 'teacher_logits'?",
+            "`y` is a dict with keys ['labels', 'teacher_logit']; cached targets use only "
+            "['labels', 'teacher_logits', 'teacher_member_logits'] (got 'teacher_logit'). "
+            "Did you mean 'teacher_logits'?",
         ),
         BadInput(
             "y",
             "{'label': ...} (misspelt)",
             "targets.split_targets",
             lambda: keras_kd.targets.split_targets({"label": labels}),
-            "(got 'label'). Did you mean 'labels'?",
+            "`y` is a dict with keys ['label']; cached targets use only ['labels', "
+            "'teacher_logits', 'teacher_member_logits'] (got 'label'). Did you mean 'labels'?",
         ),
         BadInput(
             "class_weight",
@@ -931,6 +933,171 @@ def markdown_table():
         where = ", ".join(f"`{entry}`" for entry in entries)
         lines.append(f"| `{argument}` | {', '.join(values)} | {where} | {error} |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Inputs near the edge that are right, and get the right number (NumPy, float64)
+# ---------------------------------------------------------------------------
+
+
+def _np_log_softmax(z):
+    z = np.asarray(z, np.float64)
+    finite_max = np.max(np.where(np.isfinite(z), z, -np.inf), axis=-1, keepdims=True)
+    return z - finite_max - np.log(np.sum(np.exp(z - finite_max), axis=-1, keepdims=True))
+
+
+def _np_cross_entropy(targets, z):
+    log_p = _np_log_softmax(z)
+    return -np.sum(np.where(targets > 0, targets * log_p, 0.0), axis=-1)
+
+
+def _np_kd(t, s, temperature):
+    log_p, log_q = _np_log_softmax(np.asarray(t) / temperature), _np_log_softmax(
+        np.asarray(s) / temperature
+    )
+    p = np.exp(log_p)
+    return temperature**2 * np.sum(np.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
+
+
+def _np_binary_kd(t, s, temperature):
+    def log_sigmoid(x):
+        return -np.logaddexp(0.0, -np.asarray(x, np.float64))
+
+    t, s = np.asarray(t, np.float64) / temperature, np.asarray(s, np.float64) / temperature
+    kl = np.exp(log_sigmoid(t)) * (log_sigmoid(t) - log_sigmoid(s)) + np.exp(
+        log_sigmoid(-t)
+    ) * (log_sigmoid(-t) - log_sigmoid(-s))
+    return temperature**2 * kl.mean(axis=-1)
+
+
+class GoodInput(NamedTuple):
+    described: str
+    entry: str
+    call: Callable[[], object]
+    expected: Callable[[], object]  # the NumPy reference
+
+
+SOFT_TARGETS = np.array([[0.7, 0.2, 0.1], [0, 1, 0], [0.25, 0.25, 0.5], [1, 0, 0]], "float32")
+MASKED_LOGITS = np.array(
+    [[-np.inf, 2.0, 3.0], [1.0, -np.inf, 0.0], [0.5, 0.2, -np.inf], [1.0, 2.0, 3.0]], "float32"
+)
+MASKED_LABELS = np.array([1, 0, 0, 2])
+WEIGHTS = np.array([0.0, 1.0, 0.0, 2.5])
+SIGMOID_LOGITS_IN_UNIT_INTERVAL = np.array([[0.1], [0.9], [0.4], [0.6]], "float32")
+
+GOOD_INPUTS = [
+    GoodInput(
+        "soft targets that are distributions",
+        "losses.cross_entropy",
+        lambda: losses.cross_entropy(SOFT_TARGETS, _logits()),
+        lambda: _np_cross_entropy(SOFT_TARGETS, _logits()),
+    ),
+    GoodInput(
+        "soft targets that are distributions (eps = 0)",
+        "LabelSmoothingLoss",
+        lambda: keras_kd.LabelSmoothingLoss(0.0, from_logits=True)(SOFT_TARGETS, _logits()),
+        lambda: _np_cross_entropy(SOFT_TARGETS, _logits()).mean(),
+    ),
+    GoodInput(
+        "float class indices 0.0 ... 2.0",
+        "losses.cross_entropy",
+        lambda: losses.cross_entropy(LABELS_4.astype("float32"), _logits()),
+        lambda: _np_cross_entropy(np.eye(3)[LABELS_4], _logits()),
+    ),
+    GoodInput(
+        "zero weights among positive ones",
+        "DistillationLoss",
+        lambda: keras_kd.DistillationLoss(2.0)(_logits(seed=2), _logits(), sample_weight=WEIGHTS),
+        lambda: np.sum(WEIGHTS * _np_kd(_logits(seed=2), _logits(), 2.0)) / 4,
+    ),
+    GoodInput(
+        "weights of shape (4, 1)",
+        "LabelSmoothingLoss",
+        lambda: keras_kd.LabelSmoothingLoss(0.0, from_logits=True)(
+            LABELS_4, _logits(), sample_weight=WEIGHTS[:, None]
+        ),
+        lambda: np.sum(WEIGHTS * _np_cross_entropy(np.eye(3)[LABELS_4], _logits())) / 4,
+    ),
+    GoodInput(
+        "masked logits (-inf off the label)",
+        "losses.cross_entropy",
+        lambda: losses.cross_entropy(MASKED_LABELS, MASKED_LOGITS),
+        lambda: _np_cross_entropy(np.eye(3)[MASKED_LABELS], MASKED_LOGITS),
+    ),
+    GoodInput(
+        "masked logits (-inf off the label), eps = 0",
+        "losses.label_smoothing_loss",
+        lambda: losses.label_smoothing_loss(MASKED_LABELS, MASKED_LOGITS, 0.0),
+        lambda: _np_cross_entropy(np.eye(3)[MASKED_LABELS], MASKED_LOGITS),
+    ),
+    GoodInput(
+        "masked logits (-inf off the label)",
+        "VirtualTeacherLoss(alpha=0)",
+        lambda: keras_kd.VirtualTeacherLoss(alpha=0.0, reduction=None)(
+            MASKED_LABELS, MASKED_LOGITS
+        ),
+        lambda: _np_cross_entropy(np.eye(3)[MASKED_LABELS], MASKED_LOGITS),
+    ),
+    GoodInput(
+        "the same classes masked in teacher and student",
+        "losses.distillation_loss",
+        lambda: losses.distillation_loss(MASKED_LOGITS, MASKED_LOGITS * 0.5, 2.0),
+        lambda: _np_kd(MASKED_LOGITS, MASKED_LOGITS * 0.5, 2.0),
+    ),
+    GoodInput(
+        "masked teacher classes only",
+        "losses.distillation_loss",
+        lambda: losses.distillation_loss(MASKED_LOGITS, _logits(), 2.0),
+        lambda: _np_kd(MASKED_LOGITS, _logits(), 2.0),
+    ),
+    GoodInput(
+        "teacher logits in [0, 1] summing to 1 with a negative row elsewhere",
+        "DistillationLoss",
+        lambda: keras_kd.DistillationLoss(2.0, reduction=None)(
+            np.array([[0.2, 0.3, 0.5], [-0.5, 1.0, 0.5]], "float32"), _logits(2)
+        ),
+        lambda: _np_kd(np.array([[0.2, 0.3, 0.5], [-0.5, 1.0, 0.5]]), _logits(2), 2.0),
+    ),
+    GoodInput(
+        "4 binary teacher logits in [0, 1] (too few to mean probabilities)",
+        "DistillationLoss(output='sigmoid')",
+        lambda: keras_kd.DistillationLoss(2.0, output="sigmoid", reduction=None)(
+            SIGMOID_LOGITS_IN_UNIT_INTERVAL, _logits(4, 1)
+        ),
+        lambda: _np_binary_kd(SIGMOID_LOGITS_IN_UNIT_INTERVAL, _logits(4, 1), 2.0),
+    ),
+    GoodInput(
+        "16 equal binary teacher logits 0.5 (constant: says nothing)",
+        "DistillationLoss",
+        lambda: keras_kd.DistillationLoss(2.0, reduction=None)(
+            np.full((16, 1), 0.5, "float32"), _logits(16, 1)
+        ),
+        lambda: _np_binary_kd(np.full((16, 1), 0.5), _logits(16, 1), 2.0),
+    ),
+    GoodInput(
+        "binary 0/1 labels of shape (4,) for one logit",
+        "LabelSmoothingLoss",
+        lambda: keras_kd.LabelSmoothingLoss(0.2, from_logits=True, reduction=None)(
+            np.array([1, 0, 1, 1]), _logits(4, 1)
+        ),
+        lambda: -np.mean(
+            (lambda q, z: q * -np.logaddexp(0, -z) + (1 - q) * -np.logaddexp(0, z))(
+                np.array([[1, 0, 1, 1]]).T * 0.8 + 0.1, _logits(4, 1).astype(np.float64)
+            ),
+            axis=-1,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "case", GOOD_INPUTS, ids=[f"{case.entry}-{case.described}" for case in GOOD_INPUTS]
+)
+def test_input_near_the_edge_gives_the_numpy_value(case):
+    got = keras.ops.convert_to_numpy(case.call()).astype(np.float64)
+    expected = np.asarray(case.expected(), np.float64)
+    assert np.all(np.isfinite(got)), got
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------

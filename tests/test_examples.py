@@ -98,3 +98,15 @@ def _digits_test_images():
     from _digits import digits_splits  # on the path through _examples_on_path
 
     return digits_splits()[2][0]
+
+
+def test_distil_binary():
+    results = run_example("distil_binary")
+    assert set(results) == {"binary", "multi-label"}
+    for result in results.values():
+        soft = result["distillation_loss"]
+        assert all(math.isfinite(value) for value in soft)
+        # The Bernoulli soft term falls as the student learns the teacher's targets.
+        assert soft[-1] < soft[0]
+        for key in ("distilled_agreement", "labels_only_agreement", "teacher_accuracy"):
+            assert 0.0 <= result[key] <= 1.0

@@ -28,7 +28,7 @@ ARCHITECTURES = {
     "student": _models.build_student,
     "mlp": _models.build_mlp,
 }
-STUDENTS = ("student", "mlp")
+_STUDENT_NAMES = {"student": "thin CNN student", "mlp": "MLP student"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +259,8 @@ def tune(dataset, config, seed, fixed, progress, log=print, verbose=0):
         grids[architecture] = scores
         for key in (temperature_key, alpha_key):
             provenance[key] = (
-                f"tuned in this run: validation accuracy of the {architecture} student over "
+                f"tuned in this run: validation accuracy of the {_STUDENT_NAMES[architecture]} "
+                f"over "
                 f"T in {list(config.kd_temperature_grid)} x alpha in "
                 f"{list(config.kd_alpha_grid)} (seed {seed})"
             )
@@ -295,8 +296,10 @@ def provenance_of_defaults(config, fixed, tuned_provenance):
             notes[key] = ("the default, chosen on the validation split by a tuning run "
                           "(docs/guides/main-job.md); not tuned in this run")
     for key in ("tfkd_correct_prob", "tfkd_temperature", "tfkd_alpha",
-                "teacher_free_temperature", "teacher_free_alpha", "hint_weight"):
+                "teacher_free_temperature", "teacher_free_alpha"):
         notes[key] = "set explicitly (--set)" if key in fixed else "the paper's value, not tuned"
+    notes["hint_weight"] = ("set explicitly (--set)" if "hint_weight" in fixed
+                            else "fixed (FitNets trains its hint in a separate stage), not tuned")
     return {key: {"value": getattr(config, key), "how": note} for key, note in notes.items()}
 
 

@@ -36,13 +36,15 @@ def save_all(output_dir, artifacts, summary, dataset, config, seed):
     figures = {
         row: calibration.reliability_diagram(
             artifacts["test"][row], dataset.y_test, num_bins=config.num_bins,
-            from_logits=True, title=f"{row} (seed {seed}, test)",
+            from_logits=True, title=row,
         )
         for row in RELIABILITY_ROWS
     }
     # The same count axis on every diagram, so their histograms compare at a glance.
     highest = max(figure.axes[1].get_ylim()[1] for figure in figures.values())
     for row, figure in figures.items():
+        # Wide enough for the longest row name plus the ECE in the title.
+        figure.set_size_inches(6.0, 6.0)
         figure.axes[1].set_ylim(0, highest)
         # The legend below the panels: inside, it covers the low-confidence bars.
         diagram = figure.axes[0]

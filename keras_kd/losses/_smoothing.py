@@ -134,6 +134,10 @@ def virtual_teacher_loss(
         student_log_probs = tempered_log_softmax(y_pred)
         soft = multiplier * kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
         soft = soft / num_classes
+    if isinstance(alpha, numbers.Real) and alpha in (0.0, 1.0):
+        # A weight of 0 drops its term exactly: 0 * inf (a masked class, to which the
+        # virtual teacher gives mass) would be nan.
+        return hard if alpha == 0.0 else soft
     return (1.0 - alpha) * hard + alpha * soft
 
 
