@@ -57,3 +57,46 @@ def test_readme_commands_name_real_extras_and_entry_point():
     scripts = config["options.entry_points"]["console_scripts"]
     assert re.search(r"^\s*keras-kd\s*=\s*keras_kd\.cli:main\s*$", scripts, re.MULTILINE)
     assert "pytest" in config["options.extras_require"]["test"]
+
+
+MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_readme_is_a_short_front_door_linking_the_docs():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 200
+    for page in ("docs/getting-started.md", "CHANGELOG.md", "CONTRIBUTING.md", "LICENSE"):
+        assert f"({page})" in text, f"README.md does not link {page}"
+
+
+def test_relative_links_of_readme_and_docs_lead_to_files():
+    # mkdocs --strict checks the site's own links; this also covers README.md and
+    # CONTRIBUTING.md, which GitHub and PyPI render outside the site.
+    documents = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md"]
+    documents += sorted((ROOT / "docs").rglob("*.md"))
+    for document in documents:
+        for target in MARKDOWN_LINK.findall(document.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (document.parent / target).exists(), f"{document.name} links {target}"
+
+
+def test_the_docs_bad_input_page_renders_every_case_file():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_bad_inputs_hook", ROOT / "docs" / "hooks" / "bad_inputs.py"
+    )
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    page = hook.on_page_markdown(
+        (ROOT / "docs" / "reference" / "bad-inputs.md").read_text(encoding="utf-8"),
+        page=None, config=None, files=None,
+    )
+    assert hook.MARKER not in page
+    case_files = sorted((ROOT / "tests").glob("test_bad_inputs*.py"))
+    assert case_files
+    for case_file in case_files:
+        assert f"From `tests/{case_file.name}`" in page
+    table_rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert len(table_rows) >= 10
