@@ -81,7 +81,7 @@ def test_relative_links_of_readme_and_docs_lead_to_files():
             assert (document.parent / target).exists(), f"{document.name} links {target}"
 
 
-def test_the_docs_bad_input_page_renders_every_case_file():
+def _bad_inputs_hook():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -89,6 +89,29 @@ def test_the_docs_bad_input_page_renders_every_case_file():
     )
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
+    return hook
+
+
+def test_the_bad_input_tables_come_from_every_case_file_there_is(tmp_path):
+    hook = _bad_inputs_hook()
+    (tmp_path / "tests").mkdir()
+    assert hook.bad_input_tables(root=tmp_path) == ""  # no case file yet: no table
+    row = (
+        "from typing import NamedTuple\n"
+        "class Row(NamedTuple):\n"
+        "    argument: str\n    bad_value: str\n    entry: str\n    call: object\n"
+        "    error: str\n"
+        "BAD_INPUTS = [Row('num_bins', '0', 'f', None, '`num_bins` must be >= 1, got 0'),\n"
+        "              Row('num_bins', '-3', 'g', None, '`num_bins` must be >= 1, got -3')]\n"
+    )
+    (tmp_path / "tests" / "test_bad_inputs_extra.py").write_text(row)
+    tables = hook.bad_input_tables(root=tmp_path)
+    assert "From `tests/test_bad_inputs_extra.py` (2 cases)" in tables
+    assert "| `num_bins` | 0, -3 | `f`, `g` | `num_bins` must be >= 1, got <value> |" in tables
+
+
+def test_the_docs_bad_input_page_renders_every_case_file():
+    hook = _bad_inputs_hook()
     page = hook.on_page_markdown(
         (ROOT / "docs" / "reference" / "bad-inputs.md").read_text(encoding="utf-8"),
         page=None, config=None, files=None,
