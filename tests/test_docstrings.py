@@ -17,6 +17,8 @@ An example that cannot run here must say so with `# doctest: +SKIP` and a reason
 import doctest
 import importlib
 import pkgutil
+import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -125,3 +127,19 @@ def test_docstring_example_runs(module_name, test, tmp_path, monkeypatch):
     report = []
     runner.run(test, out=report.append)
     assert runner.failures == 0, "".join(report)
+
+
+FRONT_PAGES = ("README.md", "docs/getting-started.md")
+
+
+@pytest.mark.parametrize("page", FRONT_PAGES)
+def test_the_code_of_the_front_pages_runs(page, tmp_path, monkeypatch):
+    """The README's screen of code and the getting-started page, as a user pastes them."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / page).read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert blocks, f"{page} shows no Python code"
+    monkeypatch.chdir(tmp_path)
+    namespace = _user_namespace()
+    for block in blocks:
+        exec(compile(block, page, "exec"), namespace)  # noqa: S102 - our own docs
