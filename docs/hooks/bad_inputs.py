@@ -25,7 +25,13 @@ def _load(path):
             sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location(f"_docs_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"The bad-input page is generated from tests/{path.name}, which needs the "
+            f"test dependencies ({error}): pip install '.[test,docs]'."
+        ) from error
     return module
 
 
