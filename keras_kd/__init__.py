@@ -8,6 +8,7 @@ intermediate layers), `teacher_cache` (precomputed teacher logits), `metrics`
 """
 
 import importlib
+from typing import Any
 
 from keras_kd import calibration
 from keras_kd import callbacks
@@ -28,7 +29,7 @@ from keras_kd.metrics import ExpectedCalibrationError
 __version__ = "0.1.0"
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # The teacher-logit cache builds tf.data pipelines and so imports TensorFlow: loaded
     # on first use, `import keras_kd` does not start TensorFlow (and claim GPU memory)
     # beside JAX or PyTorch.

@@ -234,6 +234,8 @@ class FeaturePair:
     Example:
         >>> pair = keras_kd.FeaturePair("teacher_hidden", "student_hidden", loss="mse")
         >>> distiller = keras_kd.Distiller(teacher, student, feature_pairs=[pair])
+        >>> distiller.compile(
+        ...     "adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         >>> distiller.fit(x, y)  # logs feature_loss_teacher_hidden_student_hidden
 
     References:

@@ -10,16 +10,23 @@ where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
 
 import difflib
+from typing import Any
+from typing import Final
+from typing import Optional
 
 from keras import ops
 
 from keras_kd import losses
 
-LABELS = "labels"
-TEACHER_LOGITS = "teacher_logits"
+# A backend tensor, a NumPy array or anything `keras.ops` converts; Keras has no
+# public tensor type to name instead.
+TensorLike = Any
+
+LABELS: Final = "labels"
+TEACHER_LOGITS: Final = "teacher_logits"
 # An ensemble's cache keeps each member's logits, (batch, M, K), folded at the
 # Distiller's own temperature by `split_targets`.
-TEACHER_MEMBER_LOGITS = "teacher_member_logits"
+TEACHER_MEMBER_LOGITS: Final = "teacher_member_logits"
 
 
 _KEYS = (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS)
@@ -50,7 +57,9 @@ def check_target_keys(y):
         )
 
 
-def split_targets(y, temperature=None, output="softmax"):
+def split_targets(
+    y: TensorLike, temperature: Optional[float] = None, output: str = "softmax"
+) -> tuple[Optional[TensorLike], Optional[TensorLike]]:
     """Splits `y` into (labels, teacher logits or None).
 
     `y` is either plain labels, or a dict as made by `keras_kd.cache_teacher_logits`
@@ -77,7 +86,7 @@ def split_targets(y, temperature=None, output="softmax"):
     return y, None
 
 
-def example_weights(sample_weight):
+def example_weights(sample_weight: Optional[TensorLike]) -> Optional[TensorLike]:
     """One weight per example, also when Keras spread it over a dict `y`.
 
     Keras' array adapter copies a flat `sample_weight` onto every entry of a nested

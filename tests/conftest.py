@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+from _numpy_reference import calibration_error  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -18,45 +19,10 @@ def _restore_dtype_policy():
     keras.config.set_dtype_policy(policy)
 
 
-def _reference_calibration_error(probs, labels, num_bins, norm="l1", sample_weight=None):
-    """Calibration error by explicit bin edges and a loop over bins, in float64.
-
-    Written independently of keras_kd._binning so tests compare two implementations:
-    bins are [lo, hi) with the last closed; labels are indices or one-hot (argmax).
-    """
-    import numpy as np
-
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    if labels.ndim == probs.ndim:
-        labels = labels[..., 0] if labels.shape[-1] == 1 else np.argmax(labels, axis=-1)
-    confidences = np.clip(probs.max(axis=-1), 0.0, 1.0).ravel()
-    correct = (probs.argmax(axis=-1) == labels).ravel().astype(np.float64)
-    weights = np.ones_like(confidences) if sample_weight is None else np.ravel(sample_weight)
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
-    shares, gaps = [], []
-    for b in range(num_bins):
-        upper_ok = confidences < edges[b + 1] if b < num_bins - 1 else confidences <= 1.0
-        in_bin = (confidences >= edges[b]) & upper_ok
-        mass = weights[in_bin].sum()
-        if mass == 0:
-            continue
-        accuracy = (weights * correct)[in_bin].sum() / mass
-        confidence = (weights * confidences)[in_bin].sum() / mass
-        shares.append(mass / weights.sum())
-        gaps.append(abs(accuracy - confidence))
-    shares, gaps = np.array(shares), np.array(gaps)
-    if norm == "l1":
-        return float(np.sum(shares * gaps))
-    if norm == "l2":
-        return float(np.sqrt(np.sum(shares * gaps**2)))
-    return float(gaps.max(initial=0.0))
-
-
 @pytest.fixture
 def reference_calibration_error():
     """An independent NumPy ECE/RMSCE/MCE, (probs, labels, num_bins, norm, sample_weight)."""
-    return _reference_calibration_error
+    return calibration_error
 
 
 class _CallCounter(keras.layers.Layer):

@@ -12,6 +12,8 @@ import pytest
 import keras_kd
 from keras_kd import Distiller
 from keras_kd import LabelSmoothingLoss
+from _numpy_reference import log_softmax as np_log_softmax
+from _numpy_reference import softmax as np_softmax
 
 NUM_FEATURES = 8
 NUM_CLASSES = 4
@@ -90,22 +92,12 @@ class CallCounter(keras.layers.Layer):
 # --- independent NumPy reference ------------------------------------------------
 
 
-def np_log_softmax(z):
-    z = np.asarray(z, dtype=np.float64)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def np_hard_and_soft(labels, student_logits, teacher_probs, temperature):
     """Per-example H(y, softmax(s)) and T^2 KL(p_t^T || softmax(s / T))."""
     hard = -np_log_softmax(student_logits)[np.arange(len(labels)), labels]
     log_student = np_log_softmax(student_logits / temperature)
     soft = temperature**2 * np.sum(teacher_probs * (np.log(teacher_probs) - log_student), -1)
     return hard, soft
-
-
-def np_softmax(z):
-    return np.exp(np_log_softmax(z))
 
 
 def one_step_logs(distiller, x, y, **fit_kwargs):

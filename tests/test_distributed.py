@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import pytest
+from _numpy_reference import log_softmax as _np_log_softmax
 
 NUM_FEATURES = 6
 NUM_CLASSES = 4
@@ -256,12 +257,6 @@ def test_every_loss_on_two_replicas_equals_one(results, head):
 
 def test_the_multi_loss_model_trains_the_same_on_two_replicas(results):
     _assert_same_weights(results["losses"]["1"]["weights"], results["losses"]["2"]["weights"])
-
-
-def _np_log_softmax(z):
-    z = np.asarray(z, np.float64)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def test_one_step_matches_numpy_on_both_strategies(results, reference_calibration_error):

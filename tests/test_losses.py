@@ -18,35 +18,17 @@ from keras_kd.losses import DistillationLoss
 from keras_kd.losses import LabelSmoothingLoss
 from keras_kd.losses import LogitMatchingLoss
 from keras_kd.losses import VirtualTeacherLoss
+from _numpy_reference import distillation_loss as np_distillation
+from _numpy_reference import kl_divergence as np_kl
+from _numpy_reference import log_softmax as np_log_softmax
+from _numpy_reference import logit_matching as np_logit_matching
+from _numpy_reference import one_hot as np_one_hot
+from _numpy_reference import softmax as np_softmax
+from _numpy_reference import virtual_teacher as np_virtual_teacher
 
 # ---------------------------------------------------------------------------
 # Independent float64 NumPy references
 # ---------------------------------------------------------------------------
-
-
-def np_log_softmax(z):
-    z = np.asarray(z, dtype=np.float64)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def np_softmax(z):
-    return np.exp(np_log_softmax(z))
-
-
-def np_kl(log_p, log_q):
-    """KL(p || q) per row, with 0 * log 0 = 0."""
-    p = np.exp(log_p)
-    with np.errstate(invalid="ignore"):  # 0 * (-inf) where p = 0, replaced by 0
-        terms = np.where(p > 0, p * (log_p - log_q), 0.0)
-    return terms.sum(axis=-1)
-
-
-def np_distillation(teacher_logits, student_logits, temperature):
-    """Hinton et al. 2015: T^2 KL(softmax(t/T) || softmax(s/T)), per example."""
-    t = np.asarray(teacher_logits, np.float64) / temperature
-    s = np.asarray(student_logits, np.float64) / temperature
-    return temperature**2 * np_kl(np_log_softmax(t), np_log_softmax(s))
 
 
 def np_distillation_grad(teacher_logits, student_logits, temperature):
@@ -56,10 +38,6 @@ def np_distillation_grad(teacher_logits, student_logits, temperature):
     return temperature * (np_softmax(s) - np_softmax(t)) / len(s)
 
 
-def np_one_hot(labels, num_classes):
-    return np.eye(num_classes)[np.asarray(labels).reshape(-1)]
-
-
 def np_smoothed_cross_entropy(one_hot, logits, smoothing):
     """Müller et al. 2019: (1 - eps) H(q, p) + eps H(u, p), per example."""
     num_classes = logits.shape[-1]
@@ -67,13 +45,6 @@ def np_smoothed_cross_entropy(one_hot, logits, smoothing):
     hard = -(one_hot * log_p).sum(-1)
     uniform = -(log_p / num_classes).sum(-1)
     return (1 - smoothing) * hard + smoothing * uniform
-
-
-def np_virtual_teacher(labels, num_classes, correct_prob):
-    """Yuan et al. 2020: a on the true class, (1 - a) / (K - 1) elsewhere."""
-    teacher = np.full((len(labels), num_classes), (1 - correct_prob) / (num_classes - 1))
-    teacher[np.arange(len(labels)), labels] = correct_prob
-    return teacher
 
 
 def np_tfkd_paper(labels, logits, correct_prob, temperature, alpha):
@@ -104,14 +75,6 @@ def np_tfkd_reference_batch(labels, outputs, correct_prob, temperature, alpha, m
     log_input = np_log_softmax(outputs)
     loss_soft_regu = np.mean(target * (np.log(target) - log_input)) * multiplier
     return (1 - alpha) * loss_ce + alpha * loss_soft_regu
-
-
-def np_logit_matching(teacher_logits, student_logits):
-    """Ba & Caruana 2014 with Hinton's 1/2: 0.5 mean_k (centred s - centred t)^2."""
-    t = np.asarray(teacher_logits, np.float64)
-    s = np.asarray(student_logits, np.float64)
-    diff = (s - s.mean(-1, keepdims=True)) - (t - t.mean(-1, keepdims=True))
-    return 0.5 * np.mean(diff**2, axis=-1)
 
 
 def value_and_grad(loss, y_true, y_pred, dtype="float32", sample_weight=None):

@@ -57,3 +57,69 @@ def test_readme_commands_name_real_extras_and_entry_point():
     scripts = config["options.entry_points"]["console_scripts"]
     assert re.search(r"^\s*keras-kd\s*=\s*keras_kd\.cli:main\s*$", scripts, re.MULTILINE)
     assert "pytest" in config["options.extras_require"]["test"]
+
+
+MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_readme_is_a_short_front_door_linking_the_docs():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 200
+    for page in ("docs/getting-started.md", "CHANGELOG.md", "CONTRIBUTING.md", "LICENSE"):
+        assert f"({page})" in text, f"README.md does not link {page}"
+
+
+def test_relative_links_of_readme_and_docs_lead_to_files():
+    # mkdocs --strict checks the site's own links; this also covers README.md and
+    # CONTRIBUTING.md, which GitHub and PyPI render outside the site.
+    documents = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md"]
+    documents += sorted((ROOT / "docs").rglob("*.md"))
+    for document in documents:
+        for target in MARKDOWN_LINK.findall(document.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (document.parent / target).exists(), f"{document.name} links {target}"
+
+
+def _bad_inputs_hook():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_bad_inputs_hook", ROOT / "docs" / "hooks" / "bad_inputs.py"
+    )
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    return hook
+
+
+def test_the_bad_input_tables_come_from_every_case_file_there_is(tmp_path):
+    hook = _bad_inputs_hook()
+    (tmp_path / "tests").mkdir()
+    assert hook.bad_input_tables(root=tmp_path) == ""  # no case file yet: no table
+    row = (
+        "from typing import NamedTuple\n"
+        "class Row(NamedTuple):\n"
+        "    argument: str\n    bad_value: str\n    entry: str\n    call: object\n"
+        "    error: str\n"
+        "BAD_INPUTS = [Row('num_bins', '0', 'f', None, '`num_bins` must be >= 1, got 0'),\n"
+        "              Row('num_bins', '-3', 'g', None, '`num_bins` must be >= 1, got -3')]\n"
+    )
+    (tmp_path / "tests" / "test_bad_inputs_extra.py").write_text(row)
+    tables = hook.bad_input_tables(root=tmp_path)
+    assert "From `tests/test_bad_inputs_extra.py` (2 cases)" in tables
+    assert "| `num_bins` | 0, -3 | `f`, `g` | `num_bins` must be >= 1, got <value> |" in tables
+
+
+def test_the_docs_bad_input_page_renders_every_case_file():
+    hook = _bad_inputs_hook()
+    page = hook.on_page_markdown(
+        (ROOT / "docs" / "reference" / "bad-inputs.md").read_text(encoding="utf-8"),
+        page=None, config=None, files=None,
+    )
+    assert hook.MARKER not in page
+    case_files = sorted((ROOT / "tests").glob("test_bad_inputs*.py"))
+    assert case_files
+    for case_file in case_files:
+        assert f"From `tests/{case_file.name}`" in page
+    table_rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert len(table_rows) >= 10

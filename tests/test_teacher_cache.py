@@ -23,6 +23,9 @@ from keras_kd.distiller import TEACHER_LOGITS
 from keras_kd.distiller import TEACHER_MEMBER_LOGITS
 from keras_kd.distiller import split_targets
 from keras_kd.teacher_cache import cache_teacher_logits
+from _numpy_reference import distillation_loss as np_distillation_loss
+from _numpy_reference import ensemble_logits as np_ensemble_fold
+from _numpy_reference import log_softmax as np_log_softmax
 
 NUM_FEATURES = 6
 NUM_CLASSES = 4
@@ -35,27 +38,9 @@ BATCH_SIZE = 16  # 50 = 3 x 16 + 2: a short last batch must survive too
 # ---------------------------------------------------------------------------
 
 
-def np_log_softmax(z):
-    z = np.asarray(z, dtype=np.float64)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def np_dense(model, x):
     kernel, bias = (np.asarray(w, dtype=np.float64) for w in model.get_weights())
     return np.asarray(x, dtype=np.float64) @ kernel + bias
-
-
-def np_ensemble_fold(member_logits, temperature):
-    """`T * log(mean_m softmax(z_m / T))`, the averaged tempered softmax as logits."""
-    log_probs = np.stack([np_log_softmax(z / temperature) for z in member_logits])
-    return temperature * np.log(np.exp(log_probs).mean(axis=0))
-
-
-def np_distillation_loss(teacher_logits, student_logits, temperature):
-    log_p = np_log_softmax(np.asarray(teacher_logits, np.float64) / temperature)
-    log_q = np_log_softmax(np.asarray(student_logits, np.float64) / temperature)
-    return temperature**2 * np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def dense_teacher(seed, activation=None, num_classes=NUM_CLASSES, bias=0.0):

@@ -5,7 +5,24 @@ backend's result is compared with. Also the fixed inputs and initial weights tha
 tests/test_backends.py hands to each backend's subprocess.
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
+
+# The generic formulas live in tests/_numpy_reference.py, shared by every test file;
+# this module adds the backend tests' fixed inputs and their composite objectives.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _numpy_reference import cross_entropy  # noqa: E402
+from _numpy_reference import distillation_gradient as kd_gradient  # noqa: E402,F401
+from _numpy_reference import distillation_loss as kd_loss  # noqa: E402
+from _numpy_reference import ensemble_logits  # noqa: E402,F401
+from _numpy_reference import label_smoothing  # noqa: E402,F401
+from _numpy_reference import log_softmax  # noqa: E402
+from _numpy_reference import logit_matching  # noqa: E402,F401
+from _numpy_reference import one_hot  # noqa: E402
+from _numpy_reference import softmax  # noqa: E402,F401
+from _numpy_reference import virtual_teacher  # noqa: E402
 
 NUM_FEATURES = 6
 NUM_CLASSES = 4
@@ -20,53 +37,10 @@ KERNEL_L2 = 1e-2
 ACTIVITY_L2 = 1e-3
 
 
-def log_softmax(logits, temperature=1.0):
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    shifted = scaled - scaled.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def softmax(logits, temperature=1.0):
-    return np.exp(log_softmax(logits, temperature))
-
-
-def one_hot(labels, num_classes):
-    return np.eye(num_classes)[np.asarray(labels)]
-
-
-def kd_loss(teacher_logits, student_logits, temperature):
-    """Hinton: T^2 * sum_k p_k (log p_k - log q_k), tempered softmaxes, per example."""
-    log_p = log_softmax(teacher_logits, temperature)
-    log_q = log_softmax(student_logits, temperature)
-    return temperature**2 * np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
-
-
-def kd_gradient(teacher_logits, student_logits, temperature):
-    """d kd_loss / d student logits = T * (softmax(s / T) - softmax(t / T)), per example."""
-    return temperature * (
-        softmax(student_logits, temperature) - softmax(teacher_logits, temperature)
-    )
-
-
-def cross_entropy(labels, logits):
-    return -log_softmax(logits)[np.arange(len(labels)), labels]
-
-
-def label_smoothing(labels, logits, smoothing):
-    targets = (1 - smoothing) * one_hot(labels, logits.shape[-1]) + smoothing / logits.shape[-1]
-    return -np.sum(targets * log_softmax(logits), axis=-1)
-
-
 def label_smoothing_from_probs(labels, probs, smoothing, epsilon=1e-7):
     targets = (1 - smoothing) * one_hot(labels, probs.shape[-1]) + smoothing / probs.shape[-1]
     probs = probs / probs.sum(axis=-1, keepdims=True)
     return -np.sum(targets * np.log(np.clip(probs, epsilon, 1 - epsilon)), axis=-1)
-
-
-def virtual_teacher(labels, num_classes, correct_prob):
-    probs = np.full((len(labels), num_classes), (1 - correct_prob) / (num_classes - 1))
-    probs[np.arange(len(labels)), labels] = correct_prob
-    return probs
 
 
 def virtual_teacher_paper(labels, logits, correct_prob, temperature, alpha):
@@ -82,18 +56,6 @@ def virtual_teacher_reference(labels, logits, correct_prob, temperature, alpha, 
     log_p = log_softmax(virtual_teacher(labels, num_classes, correct_prob), temperature)
     kl = np.sum(np.exp(log_p) * (log_p - log_softmax(logits)), axis=-1)
     return (1 - alpha) * cross_entropy(labels, logits) + alpha * multiplier * kl / num_classes
-
-
-def logit_matching(teacher_logits, student_logits):
-    teacher = teacher_logits - teacher_logits.mean(axis=-1, keepdims=True)
-    student = student_logits - student_logits.mean(axis=-1, keepdims=True)
-    return 0.5 * np.mean((student - teacher) ** 2, axis=-1)
-
-
-def ensemble_logits(logits_list, temperature):
-    """T * log(mean_m softmax(z_m / T)): its tempered softmax is the ensemble's mean."""
-    mean_probs = np.mean([softmax(z, temperature) for z in logits_list], axis=0)
-    return temperature * np.log(mean_probs)
 
 
 def weighted_batch_mean(values, sample_weight):
