@@ -43,7 +43,8 @@ class Row:
     loss: typing.Optional[typing.Callable] = None
     teacher: typing.Optional[str] = None
     distillation: typing.Optional[typing.Callable] = None
-    # Optimizer steps instead of `config.epochs` of training (the poor De-KD teacher).
+    # The config key whose value is a number of optimizer steps to train for instead
+    # of `config.epochs` (the poor De-KD teacher).
     steps: typing.Optional[str] = None
 
 
