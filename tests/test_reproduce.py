@@ -283,6 +283,22 @@ def test_the_row_table_is_consistent():
         assert claim.metric in _report.NEGLIGIBLE and claim.direction in ("higher", "lower")
 
 
+def test_tuning_counts_only_the_grids_it_trains():
+    from keras_kd.cli import _config
+
+    config = _config.ReproduceConfig()
+    assert _experiments.tuning_models(config) == 2 * 3 * 2 + 3
+    assert _experiments.tuning_models(config, fixed={"kd_alpha"}) == 3 * 2 + 3
+    assert _experiments.tuning_models(config, fixed={"mlp_kd_temperature", "smoothing"}) == 6
+    assert _experiments.tuning_models(config.with_overrides({"tune": "false"})) == 0
+    notes = _experiments.provenance_of_defaults(config, {"smoothing"}, {
+        "kd_temperature": "tuned in this run: x"})
+    assert notes["smoothing"]["how"] == "set explicitly (--set)"
+    assert notes["kd_temperature"]["how"] == "tuned in this run: x"
+    assert "not tuned in this run" in notes["kd_alpha"]["how"]
+    assert notes["teacher_free_temperature"]["how"] == "the paper's value, not tuned"
+
+
 def test_progress_counts_models_and_estimates_the_time_left():
     lines = []
     progress = _experiments.Progress(4, lines.append)
