@@ -123,7 +123,7 @@ def test_reproduce_refuses_bad_values_before_training(tmp_path, capsys, assignme
     assert not output.exists()
 
 
-def test_classes_are_checked_against_a_tfds_dataset_before_training(monkeypatch):
+def test_classes_are_checked_against_a_tfds_dataset_before_training():
     from keras_kd.cli import _config
 
     config = _config.ReproduceConfig(dataset="mnist", projection_classes=(0, 1, 12))

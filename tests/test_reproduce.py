@@ -119,9 +119,8 @@ def test_quick_run_summary_and_findings_match_the_records(quick_run):
         # One seed: the interval is the test bootstrap's alone.
         assert check["seed_half_width"] is None
         assert high - low == pytest.approx(2 * check["bootstrap_half_width"])
-        assert check["verdict"] == _statistics.verdict(
-            check["mean_difference"], check["half_width"], check["direction"],
-            _report.NEGLIGIBLE[model[1]])
+        # One seed leaves the seeds' noise unmeasured: never a verdict.
+        assert check["verdict"] == "too noisy to tell"
 
 
 @pytest.mark.slow
@@ -215,6 +214,8 @@ def test_findings_decide_each_claim_from_seed_and_bootstrap_intervals():
     (opposite,) = _report.findings(outputs, labels, 15, 200, claims=(against,))
     assert opposite["verdict"] == "not reproduced"
     assert "**not reproduced**: KD is worse" in _report.findings_markdown([opposite])
+    (one_seed,) = _report.findings({0: outputs[0]}, labels, 15, 200, claims=(claim,))
+    assert one_seed["seed_half_width"] is None and one_seed["verdict"] == "too noisy to tell"
 
 
 @pytest.mark.parametrize(
@@ -280,6 +281,22 @@ def test_the_row_table_is_consistent():
     for claim in _report.CLAIMS:
         assert claim.model in names and claim.baseline in names, claim
         assert claim.metric in _report.NEGLIGIBLE and claim.direction in ("higher", "lower")
+
+
+def test_tuning_counts_only_the_grids_it_trains():
+    from keras_kd.cli import _config
+
+    config = _config.ReproduceConfig()
+    assert _experiments.tuning_models(config) == 2 * 3 * 2 + 3
+    assert _experiments.tuning_models(config, fixed={"kd_alpha"}) == 3 * 2 + 3
+    assert _experiments.tuning_models(config, fixed={"mlp_kd_temperature", "smoothing"}) == 6
+    assert _experiments.tuning_models(config.with_overrides({"tune": "false"})) == 0
+    notes = _experiments.provenance_of_defaults(config, {"smoothing"}, {
+        "kd_temperature": "tuned in this run: x"})
+    assert notes["smoothing"]["how"] == "set explicitly (--set)"
+    assert notes["kd_temperature"]["how"] == "tuned in this run: x"
+    assert "not tuned in this run" in notes["kd_alpha"]["how"]
+    assert notes["teacher_free_temperature"]["how"] == "the paper's value, not tuned"
 
 
 def test_progress_counts_models_and_estimates_the_time_left():

@@ -43,7 +43,8 @@ class Row:
     loss: typing.Optional[typing.Callable] = None
     teacher: typing.Optional[str] = None
     distillation: typing.Optional[typing.Callable] = None
-    # Optimizer steps instead of `config.epochs` of training (the poor De-KD teacher).
+    # The config key whose value is a number of optimizer steps to train for instead
+    # of `config.epochs` (the poor De-KD teacher).
     steps: typing.Optional[str] = None
 
 
@@ -222,12 +223,13 @@ def models_per_seed():
     return len(ROW_TABLE) + sum(helper.name in used for helper in HELPERS)
 
 
-def tuning_models(config):
-    """How many models `tune` trains (0 without `config.tune`)."""
+def tuning_models(config, fixed=()):
+    """How many models `tune` trains (0 without `config.tune`); `fixed` as in `tune`."""
     if not config.tune:
         return 0
     kd_grid = len(config.kd_temperature_grid) * len(config.kd_alpha_grid)
-    return len(TUNED) * kd_grid + len(config.smoothing_grid)
+    tuned_students = sum(not set(keys) & set(fixed) for keys in TUNED.values())
+    return tuned_students * kd_grid + (0 if "smoothing" in fixed else len(config.smoothing_grid))
 
 
 def tune(dataset, config, seed, fixed, progress, log=print, verbose=0):

@@ -39,6 +39,8 @@ NEGLIGIBLE = {"accuracy": 0.005, "ece": 0.005, "ece_temperature_scaled": 0.005}
 # the test split's noise floor (issue 14's bar).
 MEASURABLE_FACTOR = 3.0
 VERDICTS = ("reproduced", "not reproduced", "too noisy to tell")
+# A verdict needs the spread over seeds as well as over test examples.
+MIN_SEEDS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +177,11 @@ def findings(outputs, labels, num_bins, bootstrap_samples, claims=CLAIMS, seed=0
                 bootstrap_half_width=bootstrap,
                 half_width=half_width,
                 interval=[mean - half_width, mean + half_width],
-                verdict=_statistics.verdict(mean, half_width, claim.direction,
-                                            NEGLIGIBLE[claim.metric]),
+                # One seed says nothing about seed-to-seed noise, which on these models
+                # is often the larger part: no verdict from it.
+                verdict=(_statistics.verdict(mean, half_width, claim.direction,
+                                             NEGLIGIBLE[claim.metric])
+                         if len(differences) >= MIN_SEEDS else "too noisy to tell"),
             )
         result["reproduced"] = result["verdict"] == "reproduced"
         results.append(result)
@@ -258,7 +263,7 @@ def findings_markdown(checks):
             lines.append(f"- **not measured**: {check['claim']} ({check['source']}).")
             continue
         seeds = (f"seeds ±{check['seed_half_width']:.4f}" if check["seed_half_width"] is not None
-                 else "one seed: test-sampling noise only")
+                 else f"one seed: test-sampling noise only, no verdict below {MIN_SEEDS} seeds")
         low, high = check["interval"]
         # `+ 0.0` turns a rounding-level -0.0 into 0.0 for display.
         lines.append(
@@ -338,8 +343,8 @@ examples: its mean over seeds and a 95 % interval combining the seeds' spread
 (Student's t) with a bootstrap over test examples ({config.bootstrap_samples} resamples).
 **reproduced**: the interval excludes 0 on the claimed side; **not reproduced**: it
 lies on the other side, or within ±{NEGLIGIBLE['accuracy']} (accuracy) /
-±{NEGLIGIBLE['ece']} (ECE) of 0, an effect too small to matter; otherwise **too noisy
-to tell**.
+±{NEGLIGIBLE['ece']} (ECE) of 0, an effect too small to matter; otherwise, or with fewer
+than {MIN_SEEDS} seeds, **too noisy to tell**.
 
 {findings_markdown(checks)}
 

@@ -114,7 +114,8 @@ def run(args):
     except (ValueError, _data.DatasetUnavailableError, _extras.MissingDependencyError) as error:
         return _fail(error)
     sizes = dataset.sizes()
-    total = _experiments.tuning_models(config) + config.seeds * _experiments.models_per_seed()
+    total = (_experiments.tuning_models(config, fixed)
+             + config.seeds * _experiments.models_per_seed())
     _log(f"{dataset.description}: train {sizes['train']}, validation {sizes['validation']}, "
          f"test {sizes['test']}; seeds {config.seed_list}; {config.epochs} epochs; "
          f"{total} models to train; output {output_dir}")
