@@ -37,6 +37,9 @@ def check_fit_call(distiller, args, kwargs):
 def check_fit_inputs(distiller, x, y=None, sample_weight=None, class_weight=None, batch_size=None):
     """Everything `Distiller.fit` can check before training; raises ValueError."""
     check_target_keys(y)
+    labels = y.get("labels") if isinstance(y, dict) else y
+    if labels is not None and not isinstance(labels, (list, tuple, dict)):
+        _validation.check_numeric_labels(labels, "y")
     if class_weight is not None:
         _check_class_weight(class_weight, x, y)
     if sample_weight is not None:

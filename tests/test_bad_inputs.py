@@ -510,6 +510,16 @@ def _label_rows():
     string_calls["DistillationLoss"] = lambda: keras_kd.DistillationLoss()(
         np.full((4, 3), "x"), _logits()
     )
+    rows.append(
+        BadInput(
+            "y",
+            "strings",
+            "Distiller.fit",
+            lambda: _fit_distiller(_classifier(), y=np.array(["cat", "dog"] * 4)),
+            "`y` must be numeric (class indices, one-hot or 0/1 targets), got strings such as "
+            "'cat'",
+        )
+    )
     for entry, call in string_calls.items():
         rows.append(
             BadInput(
