@@ -22,7 +22,7 @@ _CHECK_ROWS = 32
 
 
 def check_fit_call(distiller, args, kwargs):
-    """`check_fit_inputs` on the arguments of a `fit(*args, **kwargs)` call, as Keras binds them."""
+    """`check_fit_inputs` on a `fit(*args, **kwargs)` call's arguments, bound as Keras does."""
     bound = inspect.signature(keras.Model.fit).bind(distiller, *args, **kwargs).arguments
     check_fit_inputs(
         distiller,

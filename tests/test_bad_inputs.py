@@ -629,7 +629,9 @@ def _fit_distiller(teacher, student=None, y=None, **fit_kwargs):
 
 
 def _probability_rows():
-    teacher_found = "outputs probabilities (every row in [0, 1] and summing to 1) on the first batch"
+    teacher_found = (
+        "outputs probabilities (every row in [0, 1] and summing to 1) on the first batch"
+    )
     sigmoid_probabilities = np.random.default_rng(0).uniform(0.05, 0.95, (16, 1)).astype("float32")
     cached = {LABELS: np.zeros(8, "int32"), TEACHER_LOGITS: _probabilities(8)}
     return [
@@ -722,7 +724,10 @@ def _probability_rows():
             lambda: keras_kd.Distiller(
                 _classifier(),
                 keras.Sequential(
-                    [keras.Input((NUM_FEATURES,)), keras.layers.Dense(3, activation=tf.nn.softmax)],
+                    [
+                        keras.Input((NUM_FEATURES,)),
+                        keras.layers.Dense(3, activation=tf.nn.softmax),
+                    ],
                     name="tf_softmax_student",
                 ),
             ),

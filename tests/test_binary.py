@@ -12,7 +12,6 @@ import tensorflow as tf
 
 import keras_kd
 from keras_kd import losses
-from keras_kd.losses import _binary
 
 
 def np_sigmoid(z):
