@@ -963,7 +963,8 @@ def _np_log_softmax(z):
 
 def _np_cross_entropy(targets, z):
     log_p = _np_log_softmax(z)
-    return -np.sum(np.where(targets > 0, targets * log_p, 0.0), axis=-1)
+    # q log p with 0 where q = 0 (log p = -inf there for a masked class).
+    return -np.sum(targets * np.where(targets > 0, log_p, 0.0), axis=-1)
 
 
 def _np_kd(t, s, temperature):
@@ -971,7 +972,9 @@ def _np_kd(t, s, temperature):
         np.asarray(s) / temperature
     )
     p = np.exp(log_p)
-    return temperature**2 * np.sum(np.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
+    with np.errstate(invalid="ignore"):  # -inf - -inf on classes both mask, dropped
+        differences = np.where(p > 0, log_p - log_q, 0.0)
+    return temperature**2 * np.sum(p * differences, axis=-1)
 
 
 def _np_binary_kd(t, s, temperature):
