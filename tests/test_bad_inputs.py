@@ -736,6 +736,13 @@ def _probability_rows():
     ]
 
 
+def _softmax_classifier():
+    return keras.Sequential(
+        [keras.Input((NUM_FEATURES,)), keras.layers.Dense(3), keras.layers.Softmax()],
+        name="softmax_teacher",
+    )
+
+
 def _shared_dense_student(teacher):
     inputs = keras.Input((NUM_FEATURES,))
     return keras.Model(inputs, keras.layers.Dense(3)(teacher.layers[-1](inputs)), name="sharing")
@@ -780,6 +787,28 @@ def _model_and_data_rows():
     x = np.zeros((8, NUM_FEATURES), "float32")
     labels = np.zeros(8, "int32")
     return [
+        BadInput(
+            "output",
+            "'softmax' (the default) with a sigmoid multi-label teacher",
+            "Distiller",
+            lambda: keras_kd.Distiller(
+                keras.Sequential(
+                    [keras.Input((NUM_FEATURES,)), keras.layers.Dense(3, activation="sigmoid")],
+                    name="tagger",
+                ),
+                _classifier(),
+            ),
+            "`teacher` 'tagger' ends in a sigmoid over 3 outputs, but output='softmax'. Pass "
+            "output='sigmoid'",
+        ),
+        BadInput(
+            "output",
+            "'sigmoid' with a softmax teacher",
+            "Distiller",
+            lambda: keras_kd.Distiller(_softmax_classifier(), _classifier(), output="sigmoid"),
+            "`teacher` 'softmax_teacher' ends in a softmax over 3 outputs, but output='sigmoid'. "
+            "Pass output='softmax'",
+        ),
         BadInput(
             "teacher, student",
             "the same model",
