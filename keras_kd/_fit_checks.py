@@ -22,7 +22,7 @@ _CHECK_ROWS = 32
 
 
 def check_fit_call(distiller, args, kwargs):
-    """`check_fit_inputs` on the arguments of a `fit(*args, **kwargs)` call, as Keras binds them."""
+    """`check_fit_inputs` on a `fit(*args, **kwargs)` call's arguments, bound as Keras does."""
     bound = inspect.signature(keras.Model.fit).bind(distiller, *args, **kwargs).arguments
     check_fit_inputs(
         distiller,
@@ -37,12 +37,23 @@ def check_fit_call(distiller, args, kwargs):
 def check_fit_inputs(distiller, x, y=None, sample_weight=None, class_weight=None, batch_size=None):
     """Everything `Distiller.fit` can check before training; raises ValueError."""
     check_target_keys(y)
+    labels = y.get("labels") if isinstance(y, dict) else y
+    if labels is not None and not isinstance(labels, (list, tuple, dict)):
+        _validation.check_numeric_labels(labels, "y")
     if class_weight is not None:
         _check_class_weight(class_weight, x, y)
     if sample_weight is not None:
         _validation.check_weight_values(sample_weight)
         _check_length(sample_weight, x, "sample_weight")
     if getattr(distiller, "_first_batch_checked", False):
+        return
+    readable = all(
+        _teacher.output_activation(model) or _teacher.ends_in_logits(model)
+        for model in [*distiller.teachers, distiller.student]
+    )
+    if readable and not _carries_cached_logits(x, y):
+        # Nothing the values could add: skip reading a batch (a shuffle buffer to fill).
+        distiller._first_batch_checked = True
         return
     batch = first_batch(x, y, sample_weight, batch_size)
     if batch is None:
@@ -118,14 +129,18 @@ def first_batch(x, y=None, sample_weight=None, batch_size=None):
     return head(x), head(y), head(sample_weight)
 
 
-def _check_class_weight(class_weight, x, y):
+def _carries_cached_logits(x, y):
+    """True when `y` (or the dataset `x`'s targets) is a dict of cached targets."""
     import tensorflow as tf
 
-    cached = isinstance(y, dict)
     if isinstance(x, tf.data.Dataset):
         element = x.element_spec
-        cached = isinstance(element, tuple) and len(element) > 1 and isinstance(element[1], dict)
-    if cached:
+        return isinstance(element, tuple) and len(element) > 1 and isinstance(element[1], dict)
+    return isinstance(y, dict)
+
+
+def _check_class_weight(class_weight, x, y):
+    if _carries_cached_logits(x, y):
         raise ValueError(
             f"`class_weight`={class_weight!r} cannot be applied with cached teacher logits "
             "(`y` is a dict of labels and logits, which Keras' class weighting does not "

@@ -10,7 +10,6 @@ Integer labels out of range are caught where their values are known without trac
 Inside a compiled `fit` they are not checked, which would cost a device sync per step.
 """
 
-import keras
 import numpy as np
 from keras import ops
 

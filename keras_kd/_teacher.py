@@ -162,11 +162,31 @@ def check_compatible(teachers, student, output="softmax"):
             "apply the sigmoid at inference."
         )
     known = check_ensemble(teachers)
+    _check_output_matches_heads(teachers, output)
     student_shape = output_shape(student)
     if known and student_shape and known[0][1][1:] != student_shape[1:]:
         raise ValueError(
             f"Teacher and student output shapes differ: teacher {known[0][1]} vs student "
             f"{student_shape}. They must predict the same classes."
+        )
+
+
+def _check_output_matches_heads(teachers, output):
+    """A teacher whose visible head contradicts `output` (K >= 2) is a forgotten argument."""
+    for index, model in enumerate(teachers):
+        activation = output_activation(model)
+        shape = output_shape(model)
+        if activation is None or activation == output or not shape or shape[-1] == 1:
+            continue
+        where = "`teacher`" if len(teachers) == 1 else f"`teacher[{index}]`"
+        raise ValueError(
+            f"{where} {model.name!r} ends in a {activation} over {shape[-1]} outputs, but "
+            f"output={output!r}. Pass output={activation!r}: "
+            + (
+                "independent (multi-label) sigmoids are distilled label by label."
+                if activation == "sigmoid"
+                else "a softmax teacher's outputs form one distribution over the classes."
+            )
         )
 
 

@@ -101,22 +101,21 @@ def eager_values(tensor):
         return None
     if isinstance(tensor, (np.ndarray, list, tuple, numbers.Number)):
         return np.asarray(tensor)
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
+    module = type(tensor).__module__
+    if module.startswith("tensorflow"):  # also tf.data elements under other backends
         import tensorflow as tf
 
-        if isinstance(tensor, tf.Tensor) and tf.executing_eagerly() and hasattr(tensor, "numpy"):
-            return tensor.numpy()
-        return None
-    if backend == "jax":
+        eager = tf.executing_eagerly() and hasattr(tensor, "numpy")
+        return tensor.numpy() if eager else None
+    if module.startswith("torch"):
+        # Only host tensors: reading a GPU tensor would sync the device every step.
+        return tensor.detach().numpy() if tensor.device.type == "cpu" else None
+    if module.startswith("jax"):
         import jax
 
         return None if isinstance(tensor, jax.core.Tracer) else np.asarray(tensor)
-    if backend == "torch":
-        # Only host tensors: reading a GPU tensor would sync the device every step.
-        return tensor.detach().numpy() if tensor.device.type == "cpu" else None
+    if module.startswith("keras"):  # a symbolic KerasTensor: no values
+        return None
     return np.asarray(tensor)
 
 
@@ -138,6 +137,7 @@ def check_numeric_labels(labels, name="y_true"):
     example = values.flat[0] if values is not None and values.size else "?"
     if isinstance(example, bytes):
         example = example.decode("utf-8", "replace")
+    example = str(example) if isinstance(example, np.str_) else example
     raise ValueError(
         f"`{name}` must be numeric (class indices, one-hot or 0/1 targets), got strings "
         f"such as {example!r}. Map them to class indices first, e.g. with "

@@ -234,7 +234,9 @@ class Distiller(keras.Model):
         which calls it); the TensorFlow `train_step` calls the same
         `_distillation_objective`.
         """
-        labels, teacher_logits = split_targets(y, self.temperature, self._distillation_loss.output)
+        labels, teacher_logits = split_targets(
+            y, self.temperature, self._distillation_loss.output
+        )
         sample_weight = _example_weights(sample_weight)
         if not training:
             return self._student_loss(labels, y_pred, sample_weight) + self._regularization()
@@ -326,7 +328,9 @@ class Distiller(keras.Model):
 
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
             sample_weight = _example_weights(sample_weight)
-            labels, teacher_logits = split_targets(y, self.temperature, self._distillation_loss.output)
+            labels, teacher_logits = split_targets(
+                y, self.temperature, self._distillation_loss.output
+            )
             teacher_logits, teacher_features = self._teacher_targets(x, teacher_logits)
             with tf.GradientTape() as tape:
                 student_logits = self(x, training=True)

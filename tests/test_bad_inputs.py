@@ -510,6 +510,16 @@ def _label_rows():
     string_calls["DistillationLoss"] = lambda: keras_kd.DistillationLoss()(
         np.full((4, 3), "x"), _logits()
     )
+    rows.append(
+        BadInput(
+            "y",
+            "strings",
+            "Distiller.fit",
+            lambda: _fit_distiller(_classifier(), y=np.array(["cat", "dog"] * 4)),
+            "`y` must be numeric (class indices, one-hot or 0/1 targets), got strings such as "
+            "'cat'",
+        )
+    )
     for entry, call in string_calls.items():
         rows.append(
             BadInput(
@@ -619,7 +629,9 @@ def _fit_distiller(teacher, student=None, y=None, **fit_kwargs):
 
 
 def _probability_rows():
-    teacher_found = "outputs probabilities (every row in [0, 1] and summing to 1) on the first batch"
+    teacher_found = (
+        "outputs probabilities (every row in [0, 1] and summing to 1) on the first batch"
+    )
     sigmoid_probabilities = np.random.default_rng(0).uniform(0.05, 0.95, (16, 1)).astype("float32")
     cached = {LABELS: np.zeros(8, "int32"), TEACHER_LOGITS: _probabilities(8)}
     return [
@@ -712,13 +724,23 @@ def _probability_rows():
             lambda: keras_kd.Distiller(
                 _classifier(),
                 keras.Sequential(
-                    [keras.Input((NUM_FEATURES,)), keras.layers.Dense(3, activation=tf.nn.softmax)],
+                    [
+                        keras.Input((NUM_FEATURES,)),
+                        keras.layers.Dense(3, activation=tf.nn.softmax),
+                    ],
                     name="tf_softmax_student",
                 ),
             ),
             "The student 'tf_softmax_student' ends in a softmax",
         ),
     ]
+
+
+def _softmax_classifier():
+    return keras.Sequential(
+        [keras.Input((NUM_FEATURES,)), keras.layers.Dense(3), keras.layers.Softmax()],
+        name="softmax_teacher",
+    )
 
 
 def _shared_dense_student(teacher):
@@ -765,6 +787,28 @@ def _model_and_data_rows():
     x = np.zeros((8, NUM_FEATURES), "float32")
     labels = np.zeros(8, "int32")
     return [
+        BadInput(
+            "output",
+            "'softmax' (the default) with a sigmoid multi-label teacher",
+            "Distiller",
+            lambda: keras_kd.Distiller(
+                keras.Sequential(
+                    [keras.Input((NUM_FEATURES,)), keras.layers.Dense(3, activation="sigmoid")],
+                    name="tagger",
+                ),
+                _classifier(),
+            ),
+            "`teacher` 'tagger' ends in a sigmoid over 3 outputs, but output='softmax'. Pass "
+            "output='sigmoid'",
+        ),
+        BadInput(
+            "output",
+            "'sigmoid' with a softmax teacher",
+            "Distiller",
+            lambda: keras_kd.Distiller(_softmax_classifier(), _classifier(), output="sigmoid"),
+            "`teacher` 'softmax_teacher' ends in a softmax over 3 outputs, but output='sigmoid'. "
+            "Pass output='softmax'",
+        ),
         BadInput(
             "teacher, student",
             "the same model",
@@ -948,7 +992,8 @@ def _np_log_softmax(z):
 
 def _np_cross_entropy(targets, z):
     log_p = _np_log_softmax(z)
-    return -np.sum(np.where(targets > 0, targets * log_p, 0.0), axis=-1)
+    # q log p with 0 where q = 0 (log p = -inf there for a masked class).
+    return -np.sum(targets * np.where(targets > 0, log_p, 0.0), axis=-1)
 
 
 def _np_kd(t, s, temperature):
@@ -956,7 +1001,9 @@ def _np_kd(t, s, temperature):
         np.asarray(s) / temperature
     )
     p = np.exp(log_p)
-    return temperature**2 * np.sum(np.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
+    with np.errstate(invalid="ignore"):  # -inf - -inf on classes both mask, dropped
+        differences = np.where(p > 0, log_p - log_q, 0.0)
+    return temperature**2 * np.sum(p * differences, axis=-1)
 
 
 def _np_binary_kd(t, s, temperature):

@@ -1,6 +1,7 @@
 """Hinton's soft-target loss, ensembles of teachers, and logit matching."""
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -44,7 +45,7 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0, output="s
     """
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     if _binary.is_binary_form(student_logits, output):
-        if isinstance(temperature, (int, float)):
+        if isinstance(temperature, numbers.Real):
             _validation.check_temperature(temperature)
         return _binary.binary_distillation_loss(teacher_logits, student_logits, temperature)
     teacher_log_probs = tempered_log_softmax(teacher_logits, temperature)
