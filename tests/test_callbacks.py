@@ -1,6 +1,7 @@
 """Tests for keras_kd.callbacks.ECECallback."""
 
 import csv
+import warnings
 
 import keras
 import numpy as np
@@ -195,13 +196,17 @@ def test_works_with_a_distiller_student():
     assert recorder.logs[0]["val_ece"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_overwriting_a_compiled_metric_warns():
+def test_a_key_a_compiled_metric_already_logged_is_kept_without_warning():
+    # Issue 15 replaced the 0.1 behaviour (overwrite and warn): the compiled metric,
+    # computed in Keras' own validation pass, stands, and nothing warns.
     callback = ECECallback((X_VAL, Y_VAL))
     callback.set_model(_model())
     logs = {"val_ece": 123.0}
-    with pytest.warns(UserWarning, match="overwrites"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         callback.on_epoch_end(0, logs)
-    assert logs["val_ece"] != 123.0
+    assert logs["val_ece"] == 123.0
+    assert {"val_mce", "val_nll", "val_brier"} <= set(logs)
 
 
 @pytest.mark.parametrize(
