@@ -421,7 +421,7 @@ def _minimize(objective, initial, max_iterations):
         ) from error
     result = optimize.minimize(
         objective, initial, jac=True, method="L-BFGS-B",
-        options={"maxiter": max_iterations, "gtol": 1e-8},
+        options={"maxiter": max_iterations, "gtol": 1e-9, "ftol": 1e-15},
     )
     return result.x
 
@@ -725,8 +725,9 @@ class IsotonicCalibration(_OneVsRestStep):
     For class k, the non-decreasing step function g minimising
     `sum_i w_i (g(p_ik) - y_ik)^2` (pool-adjacent-violators, in float64), then the K
     results divided by their sum, as netcal does. A score between two fitted blocks
-    takes the lower block's value (a step function, where scikit-learn interpolates
-    linearly). It can change the argmax.
+    takes the value of the nearer block's edge (a step halfway between them, where
+    scikit-learn interpolates linearly); on fitted scores both agree. It can change
+    the argmax.
 
     References:
         Zadrozny, Elkan. Transforming classifier scores into accurate multiclass
@@ -743,31 +744,36 @@ class IsotonicCalibration(_OneVsRestStep):
 
     def _fit_class(self, scores, targets, weights):
         order = np.argsort(scores, kind="stable")
-        starts, values = _pool_adjacent_violators(scores[order], targets[order], weights[order])
-        return starts[1:], values
+        return _pool_adjacent_violators(scores[order], targets[order], weights[order])
 
 
 def _pool_adjacent_violators(scores, targets, weights):
-    """Blocks of the weighted isotonic fit of sorted scores: (start score, value)."""
+    """Weighted isotonic fit of scores: (thresholds between blocks, block values)."""
     # Ties share one block first, so equal scores always get one value.
     unique, inverse = np.unique(scores, return_inverse=True)
     block_weight = np.bincount(inverse, weights=weights)
     block_sum = np.bincount(inverse, weights=weights * targets)
-    stack_weight, stack_sum, stack_start = [], [], []
+    stack_weight, stack_sum, stack_start, stack_end = [], [], [], []
     for score, weight, total in zip(unique, block_weight, block_sum):
         stack_weight.append(weight)
         stack_sum.append(total)
         stack_start.append(score)
+        stack_end.append(score)
         while len(stack_weight) > 1 and (
             stack_sum[-2] * stack_weight[-1] >= stack_sum[-1] * stack_weight[-2]
         ):
-            weight, total = stack_weight.pop(), stack_sum.pop()
+            weight, total, end = stack_weight.pop(), stack_sum.pop(), stack_end.pop()
             stack_start.pop()
             stack_weight[-1] += weight
             stack_sum[-1] += total
-    weights_ = np.asarray(stack_weight)
-    values = np.where(weights_ > 0, np.asarray(stack_sum) / np.where(weights_ > 0, weights_, 1), 0)
-    return np.asarray(stack_start), values
+            stack_end[-1] = end
+    block_weights = np.asarray(stack_weight)
+    values = np.where(block_weights > 0,
+                      np.asarray(stack_sum) / np.where(block_weights > 0, block_weights, 1), 0.0)
+    # Steps halfway between blocks: a float32 deployment rounds no fitted score
+    # across a step, as it could with steps on the scores themselves.
+    thresholds = 0.5 * (np.asarray(stack_end[:-1]) + np.asarray(stack_start[1:]))
+    return thresholds, values
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
