@@ -1,5 +1,6 @@
 """Training callbacks: calibration of the model on held-out data at every epoch."""
 
+import importlib.util
 import io
 import itertools
 import os
@@ -147,6 +148,9 @@ class ECECallback(keras.callbacks.Callback):
             steps = _validation.check_positive_int(steps, "steps")
         self.steps = steps
         self.tensorboard_dir = None if tensorboard_dir is None else os.fspath(tensorboard_dir)
+        if self.tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
+            raise ImportError("ECECallback(tensorboard_dir=...) needs TensorBoard: "
+                              "pip install tensorboard")
         self.validation_data = validation_data
         self._source = _ValidationSource(validation_data, steps)
         self._direction_hints = None
@@ -296,7 +300,7 @@ class ECECallback(keras.callbacks.Callback):
         # Keras' progress bar has finished its line, never into it.
         if self.verbose:
             for message in self._pending_messages:
-                keras.utils.io_utils.print_msg(message)
+                print(message)
         self._pending_messages = []
 
 
