@@ -17,6 +17,7 @@ from keras_kd import _validation
 from keras_kd import calibration
 from keras_kd import targets as targets_module
 from keras_kd.calibration import _inputs
+from keras_kd.calibration import _measures
 
 _DIAGRAM_SCHEDULES = ("end", "epoch")
 _MEASURES = ("ece", "mce", "nll", "brier")
@@ -330,7 +331,7 @@ class _StreamingMeasures:
             normalised = predictions / np.sum(predictions, axis=-1, keepdims=True)
         log_probs = _inputs.log_probabilities(normalised, self.from_logits)
         self.nll_sum += float(weights @ _inputs.cross_entropy_terms(targets, log_probs))
-        probs = calibration._measures.probabilities(predictions, self.from_logits)
+        probs = _measures.probabilities(predictions, self.from_logits)
         self.brier_sum += float(weights @ np.sum(np.square(probs - targets), axis=-1))
         self.weight_sum += float(np.sum(weights))
 

@@ -238,7 +238,7 @@ def _label_rows():
     two_hot = np.eye(4)[LABELS]
     two_hot[5, (LABELS[5] + 1) % 4] = 1.0
     cases = {
-        ("labels", "strings"): (np.array(["cat"] * 64), "must be class indices or one-hot"),
+        ("labels", "strings"): (np.array(["cat"] * 64), "`labels` must hold numbers"),
         ("labels", "an all-zero one-hot row"): (all_zero, "summing to 1"),
         ("labels", "a one-hot row summing to 2"): (two_hot, "summing to 1"),
         ("labels", "class index 4 of 4 classes"): (np.where(LABELS == 0, 4, LABELS),

@@ -3,6 +3,7 @@ comparison helper, each against an independent reference (NumPy written here,
 scikit-learn, SciPy with numerical gradients, torchmetrics)."""
 
 import functools
+import warnings
 
 import keras
 import numpy as np
@@ -40,6 +41,23 @@ def _nll(probs, labels):
 # -- Vector and matrix scaling ---------------------------------------------------------
 
 
+def _unpenalised(logistic_regression, **kwargs):
+    # scikit-learn 1.8 deprecates penalty=None for C=inf, which older versions reject.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = logistic_regression(penalty=None, **kwargs)
+    model.fit = _quiet(model.fit)
+    return model
+
+
+def _quiet(function):
+    def call(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return function(*args, **kwargs)
+    return call
+
+
 def test_vector_scaling_matches_scipy_with_numerical_gradients():
     from scipy import optimize
 
@@ -60,7 +78,7 @@ def test_matrix_scaling_without_regularisation_equals_multinomial_logistic_regre
     from sklearn.linear_model import LogisticRegression
 
     log_probs = np.log(_softmax(LOGITS))
-    reference = LogisticRegression(penalty=None, max_iter=5000, tol=1e-10).fit(log_probs, LABELS)
+    reference = _unpenalised(LogisticRegression, max_iter=5000, tol=1e-10).fit(log_probs, LABELS)
     scaler = calibration.MatrixScaling(off_diagonal=0.0, intercept=0.0).fit(LOGITS, LABELS)
     np.testing.assert_allclose(scaler.predict_proba(TEST_LOGITS),
                                reference.predict_proba(np.log(_softmax(TEST_LOGITS))), atol=2e-4)
@@ -88,7 +106,7 @@ def test_binary_vector_scaling_is_platt_scaling():
     rng = np.random.default_rng(3)
     z = rng.normal(scale=3, size=2000)
     y = (rng.uniform(size=2000) < 1 / (1 + np.exp(-(0.5 * z + 0.4)))).astype(int)
-    platt = LogisticRegression(penalty=None, tol=1e-10).fit(z[:, None], y)
+    platt = _unpenalised(LogisticRegression, tol=1e-10).fit(z[:, None], y)
     ours = calibration.VectorScaling().fit(z, y).predict_proba(z)
     assert ours.shape == (2000, 1)
     np.testing.assert_allclose(ours[:, 0], platt.predict_proba(z[:, None])[:, 1], atol=1e-4)
@@ -262,7 +280,7 @@ def test_compare_calibrators_reports_every_row_with_intervals():
     table = comparison.to_markdown()
     assert table.count("\n| ") == 6 and "matrix (ODIR)" in table
     figure = comparison.figure()
-    assert len(figure.axes) == 12
+    assert len(figure.axes) == 12  # 2 rows of 3 diagrams, each with its histogram
 
 
 def test_several_models_in_one_figure_and_weights_that_mask():

@@ -32,16 +32,22 @@ def to_numpy(array) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(array), dtype=np.float64)
 
 
-def predictions_array(predictions, name="predictions") -> np.ndarray:
-    """Predictions as float64 of shape (N, K); a 1-D array is N binary scores."""
-    if isinstance(predictions, (list, tuple)) or not hasattr(predictions, "shape"):
-        predictions = np.asarray(predictions)
-    array = np.asarray(ops.convert_to_numpy(predictions))
+def _numeric(value, name, hint):
+    """`value` (array-like or tensor) as a NumPy array, after checking it holds numbers."""
+    if isinstance(value, (list, tuple)) or not hasattr(value, "shape"):
+        value = np.asarray(value)
+    array = np.asarray(ops.convert_to_numpy(value))
     if array.dtype.kind not in "fiub":
         raise ValueError(
-            f"`{name}` must hold numbers, got an array of dtype {array.dtype}."
+            f"`{name}` must hold numbers, got an array of dtype {array.dtype} "
+            f"({array.ravel()[:1].tolist()}...). {hint}"
         )
-    array = array.astype(np.float64)
+    return array
+
+
+def predictions_array(predictions, name="predictions") -> np.ndarray:
+    """Predictions as float64 of shape (N, K); a 1-D array is N binary scores."""
+    array = _numeric(predictions, name, "Pass the model's outputs.").astype(np.float64)
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or array.shape[0] == 0:
@@ -120,15 +126,8 @@ def labels_array(labels, predictions: np.ndarray) -> np.ndarray:
     Class indices (N,) / (N, 1) must be integers in [0, K - 1] (in {0, 1} for a
     binary model); one-hot or soft targets (N, K) must be distributions.
     """
-    if isinstance(labels, (list, tuple)) or not hasattr(labels, "shape"):
-        labels = np.asarray(labels)
-    array = np.asarray(ops.convert_to_numpy(labels))
-    if array.dtype.kind not in "fiub":
-        raise ValueError(
-            f"`labels` must be class indices or one-hot targets, got an array of "
-            f"dtype {array.dtype} ({array.ravel()[:1].tolist()}...). Map names to "
-            f"indices first."
-        )
+    array = _numeric(labels, "labels", "Labels must be class indices or one-hot targets: map "
+                     "names to indices first.")
     num_examples, width = predictions.shape
     num_classes = max(width, 2)
     # Structure and index range are checked by `_labels`, as for every loss and

@@ -39,7 +39,7 @@ def _bins(probs, labels, num_bins, from_logits, sample_weight):
     return counts, confidence_sums, correct_sums, ece
 
 
-def _draw(top, histogram_ax, statistics, num_bins, title, twin):
+def _draw(top, histogram_ax, statistics, num_bins, title, twin, legend=True):
     counts, confidence_sums, correct_sums, ece = statistics
     nonempty = counts > 0
     safe_counts = np.where(nonempty, counts, 1.0)
@@ -57,13 +57,20 @@ def _draw(top, histogram_ax, statistics, num_bins, title, twin):
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    # Over-confident models leave the upper left empty: the legend goes there.
-    top.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    if legend:
+        # Inside the user's own axes: over-confident models leave the upper left
+        # empty. Figures made here put one legend outside every diagram instead.
+        top.legend(loc="upper left", fontsize="small", framealpha=0.9)
     heading = f"ECE = {ece:.4f} ({num_bins} bins)"
     top.set_title(f"{title}: {heading}" if title else heading, fontsize="medium")
     histogram_ax.bar(edges[:-1], counts, width=width, align="edge",
                      color="gray", alpha=0.3 if twin else 0.8, edgecolor="black")
     histogram_ax.set_ylabel("count (weighted)")
+    nonzero = counts[counts > 0]
+    if nonzero.size and nonzero.max() > 100 * nonzero.min():
+        # Confident models put most examples in the top bin; a log scale keeps the
+        # other bins visible.
+        histogram_ax.set_yscale("log")
     if twin:
         top.set_xlabel("confidence")
     else:
@@ -118,9 +125,10 @@ def reliability_diagram(
     figure_module = _import_matplotlib_figure()
     statistics = _bins(probs, labels, num_bins, from_logits, sample_weight)
     if ax is None:
-        figure = figure_module.Figure(figsize=(5, 6), layout="constrained")
+        figure = figure_module.Figure(figsize=(5, 6.3), layout="constrained")
         top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-        _draw(top, bottom, statistics, num_bins, title, twin=False)
+        _draw(top, bottom, statistics, num_bins, title, twin=False, legend=False)
+        _figure_legend(figure, top)
         return figure
     figure, top = ax.figure, ax
     histogram_ax = ax.twinx()
@@ -161,14 +169,28 @@ def reliability_diagrams(
             f"{type(predictions).__name__}."
         )
     figure_module = _import_matplotlib_figure()
-    columns = len(predictions)
-    figure = figure_module.Figure(figsize=(4 * columns, 5.5), layout="constrained")
-    axes = figure.subplots(2, columns, sharex=True, height_ratios=[3, 1], squeeze=False)
-    for column, (name, probs) in enumerate(predictions.items()):
+    columns = min(len(predictions), 3)
+    rows = -(-len(predictions) // columns)
+    figure = figure_module.Figure(figsize=(4.2 * columns, 5.6 * rows), layout="constrained")
+    axes = figure.subplots(2 * rows, columns, height_ratios=[3, 1] * rows, squeeze=False)
+    for index, (name, probs) in enumerate(predictions.items()):
         logits = from_logits[name] if isinstance(from_logits, dict) else from_logits
         statistics = _bins(probs, labels, num_bins, logits, sample_weight)
-        _draw(axes[0, column], axes[1, column], statistics, num_bins, str(name), twin=False)
+        row, column = 2 * (index // columns), index % columns
+        _draw(axes[row, column], axes[row + 1, column], statistics, num_bins, str(name),
+              twin=False, legend=False)
+    for index in range(len(predictions), rows * columns):  # unused cells of the grid
+        row, column = 2 * (index // columns), index % columns
+        axes[row, column].set_visible(False)
+        axes[row + 1, column].set_visible(False)
+    _figure_legend(figure, axes[0, 0])
     return figure
+
+
+def _figure_legend(figure, ax):
+    """One legend above every diagram, so that it never covers a bar."""
+    handles, names = ax.get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside upper center", ncols=3, fontsize="small")
 
 
 def save_reliability_diagram(path, probs, labels, **kwargs):
