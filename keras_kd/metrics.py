@@ -14,6 +14,7 @@ The negative log-likelihood needs no keras_kd metric: Keras'
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_kd import _binning
@@ -43,14 +44,30 @@ def _resolve_from_logits(from_logits, y_pred, metric_name):
     return False
 
 
-def _check_eager_values(y_pred, sample_weight, from_logits):
-    """Checks predictions and weights where their values are at hand (eager calls)."""
+def _check_eager_values(y_true, y_pred, sample_weight, from_logits):
+    """Checks predictions, one-hot labels and weights where their values are at hand
+    (eager calls); compiled steps skip this, which would cost a device sync each."""
     from keras_kd.calibration import _inputs
 
     values = _labels._eager_values(y_pred)
     if values is not None:
         values = values.reshape(-1, values.shape[-1]).astype("float64")
         _inputs.check_predictions(values, from_logits, "y_pred")
+        labels = _labels._eager_values(y_true)
+        if labels is not None and np.asarray(labels).dtype.kind not in "fiub":
+            raise ValueError(
+                f"`y_true` must hold numbers (class indices or one-hot targets), got "
+                f"dtype {np.asarray(labels).dtype}. Map names to indices first."
+            )
+        if labels is not None and labels.ndim == len(y_pred.shape) and labels.shape[-1] > 1:
+            labels = labels.reshape(-1, labels.shape[-1]).astype("float64")
+            sums = labels.sum(-1)
+            if (labels < 0).any() or (abs(sums - 1.0) > _inputs.PROBABILITY_TOLERANCE).any():
+                worst = sums[abs(sums - 1.0).argmax()]
+                raise ValueError(
+                    f"One-hot or soft `y_true` must be rows of non-negative numbers "
+                    f"summing to 1, got a row summing to {worst!r}."
+                )
     if sample_weight is not None:
         weights = _labels._eager_values(sample_weight)
         if weights is not None and weights.size:
@@ -191,7 +208,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         if sample_weight is not None:
             sample_weight = ops.convert_to_tensor(sample_weight)
         from_logits = _resolve_from_logits(self.from_logits, y_pred, type(self).__name__)
-        _check_eager_values(y_pred, sample_weight, from_logits)
+        _check_eager_values(y_true, y_pred, sample_weight, from_logits)
         bins = self.bin_counts.shape[-1]
         if self.classwise:
             statistics = self._classwise_statistics(y_true, y_pred, sample_weight, from_logits,
@@ -288,7 +305,7 @@ class BrierScore(keras.metrics.Metric):
         if sample_weight is not None:
             sample_weight = ops.convert_to_tensor(sample_weight)
         from_logits = _resolve_from_logits(self.from_logits, y_pred, type(self).__name__)
-        _check_eager_values(y_pred, sample_weight, from_logits)
+        _check_eager_values(y_true, y_pred, sample_weight, from_logits)
         if y_pred.shape[-1] == 1:
             y_pred = ops.concatenate(
                 [ops.zeros_like(y_pred) if from_logits else 1.0 - y_pred, y_pred], axis=-1

@@ -238,8 +238,8 @@ def _label_rows():
     two_hot = np.eye(4)[LABELS]
     two_hot[5, (LABELS[5] + 1) % 4] = 1.0
     cases = {
-        ("labels", "strings"): (np.array(["cat"] * 64), "`labels` must hold numbers"),
-        ("labels", "an all-zero one-hot row"): (all_zero, "summing to 1"),
+        ("labels", "strings"): (np.array(["cat"] * 64), "must hold numbers"),
+        ("labels", "an all-zero one-hot row"): (all_zero, "non-negative numbers summing to 1"),
         ("labels", "a one-hot row summing to 2"): (two_hot, "summing to 1"),
         ("labels", "class index 4 of 4 classes"): (np.where(LABELS == 0, 4, LABELS),
                                                    "integers in [0, 3]"),
@@ -256,6 +256,8 @@ def _label_rows():
                 LOGITS, y),
             "IsotonicCalibration.fit": lambda y=labels: calibration.IsotonicCalibration().fit(
                 LOGITS, y),
+            "ExpectedCalibrationError": lambda y=labels: _metric_value(
+                metrics.ExpectedCalibrationError(from_logits=False), y, PROBS),
         }.items():
             rows.append(BadInput(argument, bad, entry, call, error))
     binary_two = np.where(BINARY_LABELS == 0, 2, BINARY_LABELS)

@@ -442,7 +442,8 @@ class VectorScaling(_Calibrator):
     `w, b` (K each) minimise the weighted NLL on held-out labels, from `w = 1,
     b = 0`, by L-BFGS in float64. Unlike temperature scaling it can change the
     argmax. For a binary logit it is Platt scaling, `sigmoid(a z + c)`. Masked
-    (`-inf`) logits stay masked.
+    (`-inf`) logits stay masked. Given probabilities (`from_probabilities=True`) it
+    scales `log p`, which differs from scaling the logits unless w is uniform.
 
     Args:
         max_iterations: L-BFGS iterations, integer >= 1, default 500.
