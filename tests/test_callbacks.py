@@ -386,3 +386,14 @@ def test_py_dataset_generator_and_cached_logit_dicts_give_the_array_values():
         logs = _evaluate_once(ECECallback(data, **kwargs), model)
         for key, value in expected.items():
             assert logs[key] == pytest.approx(value, abs=1e-6), (type(data), key)
+
+
+def test_tensorboard_images_without_tensorboard_fail_at_construction(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real_find_spec(name,
+                                                                                           *a))
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        ECECallback((X_VAL, Y_VAL), tensorboard_dir="tb")
