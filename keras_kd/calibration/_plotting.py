@@ -50,9 +50,11 @@ def _draw(top, histogram_ax, statistics, num_bins, title, twin, legend=True):
     top.bar(edges[:-1], accuracy, width=width, align="edge", color="tab:blue",
             edgecolor="black", label="accuracy")
     # Gap boxes from acc_b to conf_b, only where the bin has examples.
+    # Hatched outlines, not a translucent fill: where accuracy exceeds confidence the
+    # box lies over the bar, and a fill would blend into a colour no legend names.
     top.bar(edges[:-1][nonempty], (confidence - accuracy)[nonempty], width=width,
-            bottom=accuracy[nonempty], align="edge", color="tab:red", alpha=0.3,
-            edgecolor="tab:red", hatch="//", label="gap to confidence")
+            bottom=accuracy[nonempty], align="edge", facecolor="none",
+            edgecolor="tab:red", hatch="//", linewidth=1.2, label="gap to confidence")
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
