@@ -14,7 +14,12 @@ from keras_kd import calibration
 from keras_kd import callbacks
 from keras_kd import losses
 from keras_kd import metrics
+from keras_kd.calibration import HistogramBinning
+from keras_kd.calibration import IsotonicCalibration
+from keras_kd.calibration import MatrixScaling
 from keras_kd.calibration import TemperatureScaling
+from keras_kd.calibration import VectorScaling
+from keras_kd.calibration import compare_calibrators
 from keras_kd.calibration import expected_calibration_error
 from keras_kd.calibration import reliability_diagram
 from keras_kd.callbacks import ECECallback
@@ -24,6 +29,7 @@ from keras_kd.losses import DistillationLoss
 from keras_kd.losses import LabelSmoothingLoss
 from keras_kd.losses import LogitMatchingLoss
 from keras_kd.losses import VirtualTeacherLoss
+from keras_kd.metrics import BrierScore
 from keras_kd.metrics import ExpectedCalibrationError
 
 __version__ = "0.1.0"
@@ -39,18 +45,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'keras_kd' has no attribute {name!r}")
 
 __all__ = [
+    "BrierScore",
     "Distiller",
     "DistillationLoss",
     "ECECallback",
     "ExpectedCalibrationError",
     "FeaturePair",
+    "HistogramBinning",
+    "IsotonicCalibration",
     "LabelSmoothingLoss",
     "LogitMatchingLoss",
+    "MatrixScaling",
     "TemperatureScaling",
+    "VectorScaling",
     "VirtualTeacherLoss",
     "cache_teacher_logits",
     "calibration",
     "callbacks",
+    "compare_calibrators",
     "expected_calibration_error",
     "losses",
     "metrics",

@@ -130,7 +130,7 @@ def flatten_weights(sample_weight, predictions):
 
 
 def calibration_error(counts, confidence_sums, correct_sums, norm="l1"):
-    """Calibration error from per-bin statistics, as a float32 scalar.
+    """Calibration error from per-bin statistics, as a float32 tensor.
 
     With `n_b` the (weighted) count of bin b, `N = sum_b n_b`, and the gap
     `g_b = |acc_b - conf_b| = |correct_sum_b - confidence_sum_b| / n_b`:
@@ -139,26 +139,98 @@ def calibration_error(counts, confidence_sums, correct_sums, norm="l1"):
     - "l2": `RMSCE = sqrt(sum_b (n_b / N) g_b^2)`,
     - "max": `MCE = max_b g_b`.
 
-    Empty bins contribute nothing, and are left out of the maximum. With no samples
-    at all the error is 0.
+    The bins are the last axis: statistics of shape (..., B) give errors of shape
+    (...), one per leading index (per class for the classwise ECE). Empty bins
+    contribute nothing, and are left out of the maximum. With no samples at all the
+    error is 0. A NaN prediction (a diverged model) makes the error NaN, never 0: its
+    NaN confidence reaches every bin's sum through the one-hot product
+    (NaN * 0 = NaN), and the result is then NaN explicitly, as reductions such as
+    `max` do not propagate NaN on every backend.
     """
     # The metric passes its state variables: Keras' JAX `ops.where` hands them to
     # `jnp.where` unconverted, which recent JAX (0.10) rejects.
     counts, confidence_sums, correct_sums = (
         ops.convert_to_tensor(value) for value in (counts, confidence_sums, correct_sums)
     )
-    total = ops.maximum(ops.sum(counts), 1e-30)
+    total = ops.maximum(ops.sum(counts, axis=-1), 1e-30)
+    invalid = ops.any(ops.isnan(confidence_sums) | ops.isnan(correct_sums), axis=-1)
     if norm == "l1":
         # sum_b |correct_b - conf_b| / N: the same value without dividing twice.
-        return ops.sum(ops.abs(correct_sums - confidence_sums)) / total
-    nonempty = counts > 0
-    safe_counts = ops.where(nonempty, counts, 1.0)
-    gaps = ops.where(nonempty, ops.abs(correct_sums - confidence_sums) / safe_counts, 0.0)
-    if norm == "l2":
-        return ops.sqrt(ops.sum(counts * ops.square(gaps)) / total)
-    if norm == "max":
-        return ops.max(gaps)
-    raise ValueError(f"`norm` must be one of {list(NORMS)}, got {norm!r}.")
+        error = ops.sum(ops.abs(correct_sums - confidence_sums), axis=-1) / total
+    elif norm in ("l2", "max"):
+        nonempty = counts > 0
+        safe_counts = ops.where(nonempty, counts, 1.0)
+        gaps = ops.where(nonempty, ops.abs(correct_sums - confidence_sums) / safe_counts, 0.0)
+        if norm == "l2":
+            error = ops.sqrt(ops.sum(counts * ops.square(gaps), axis=-1) / total)
+        else:
+            error = ops.max(gaps, axis=-1)
+    else:
+        raise ValueError(f"`norm` must be one of {list(NORMS)}, got {norm!r}.")
+    return ops.where(invalid, float("nan"), error)
+
+
+def classwise_statistics(probs, targets, num_bins, weights=None):
+    """Per-class, per-bin statistics (K, B) x 3 for the classwise ECE.
+
+    For every class k, each example's `p_k` is binned with equal width and counted
+    against `y_k` (1 when k is the label; soft targets count fractionally).
+
+    Args:
+        probs: float32 probabilities (N, K).
+        targets: float32 one-hot or soft targets (N, K).
+        num_bins: B >= 1.
+        weights: optional float32 (N,).
+    """
+    bin_ids = equal_width_bins(ops.clip(probs, 0.0, 1.0), num_bins)  # (N, K)
+    membership = ops.one_hot(bin_ids, num_bins, dtype="float32")  # (N, K, B)
+    if weights is None:
+        weights = ops.ones_like(probs[:, 0])
+    weights = weights[:, None, None]
+    counts = ops.sum(membership * weights, axis=0)
+    confidence_sums = ops.sum(membership * (weights * probs[:, :, None]), axis=0)
+    correct_sums = ops.sum(membership * (weights * targets[:, :, None]), axis=0)
+    return counts, confidence_sums, correct_sums
+
+
+def equal_mass_groups(counts, confidence_sums, correct_sums, num_bins):
+    """Merges a fine equal-width histogram (..., M) into B equal-mass bins (..., B).
+
+    Fine bin j, with cumulative weight `W_<j` before it, goes to bin
+    `min(floor(B * W_<j / W), B - 1)`: the rule `expected_calibration_error` applies
+    per example, applied per fine bin. A fine bin is never split, so the mass that
+    lands in another bin than the exact per-example rule would put it in is at most
+    the mass of one fine bin per boundary. Moving an example of weight w between two
+    bins changes the ECE by at most 2 w / W, hence
+    `|ECE_streamed - ECE_exact| <= 2 sum_{j straddling a boundary} n_j / W
+    <= 2 (B - 1) max_j n_j / W` (`equal_mass_error_bound`).
+    """
+    counts, confidence_sums, correct_sums = (
+        ops.convert_to_tensor(value) for value in (counts, confidence_sums, correct_sums)
+    )
+    total = ops.maximum(ops.sum(counts, axis=-1, keepdims=True), 1e-30)
+    before = ops.cumsum(counts, axis=-1) - counts
+    groups = ops.minimum(ops.cast(ops.floor(num_bins * before / total), "int32"), num_bins - 1)
+    membership = ops.one_hot(groups, num_bins, dtype="float32")  # (..., M, B)
+    merged = [
+        ops.sum(membership * ops.expand_dims(value, -1), axis=-2)
+        for value in (counts, confidence_sums, correct_sums)
+    ]
+    return tuple(merged)
+
+
+def equal_mass_error_bound(counts, num_bins):
+    """The bound of `equal_mass_groups`: `2 sum_{straddling j} n_j / W`, float32."""
+    counts = ops.convert_to_tensor(counts)
+    total = ops.maximum(ops.sum(counts, axis=-1), 1e-30)
+    before = ops.cumsum(counts, axis=-1) - counts
+    after = before + counts
+    # Fine bin j straddles a boundary when a multiple of W / B lies strictly inside
+    # (W_<j, W_<=j): its examples could belong to two bins.
+    start = ops.floor(num_bins * before / total[..., None])
+    end = ops.ceil(num_bins * after / total[..., None]) - 1
+    straddles = ops.cast(end > start, "float32")
+    return 2.0 * ops.sum(straddles * counts, axis=-1) / total
 
 
 def _same_known_shape(shape_a, shape_b):

@@ -1,9 +1,128 @@
-"""The few private Keras attributes keras_kd relies on, each with the behaviour used.
+"""Every use of Keras behaviour that is not public API, in one place.
 
-Everything else goes through Keras' public API. Keep this module small: each item
-says which Keras behaviour it depends on, so a Keras upgrade that changes it breaks
-here, visibly, and nowhere else.
+Each item names the Keras behaviour it relies on, so a Keras upgrade that moves it
+breaks here, visibly, and nowhere else. Sections are owned by the modules that use
+them (keep them separate to keep merges clean).
 """
+
+import warnings
+
+# ===========================================================================
+# Calibration metrics and callbacks (keras_kd.metrics, keras_kd.callbacks)
+# ===========================================================================
+
+
+def declare_lower_is_better(metric):
+    """Tells `mode="auto"` monitors that `metric` is minimised.
+
+    Relies on: `keras.callbacks.MonitorCallback._set_monitor_op` (EarlyStopping,
+    ModelCheckpoint, ReduceLROnPlateau) reading the private `_direction` attribute
+    ("up"/"down") of the compiled metric whose `name` matches the monitored key, as
+    Keras' own metrics set it in their constructors.
+    """
+    metric._direction = "down"
+
+
+class _DirectionMarker:
+    """A name-and-direction stand-in for a metric, with no state and no value."""
+
+    def __init__(self, name):
+        self.name = name
+        self._direction = "down"
+
+    def reset_state(self):
+        pass
+
+
+def register_minimised_keys(model, keys):
+    """Lets `mode="auto"` monitors minimise keys that a callback writes into the logs.
+
+    Relies on: `MonitorCallback._set_monitor_op` searching `model.metrics` for
+    `keras.src.trainers.compile_utils.MetricsList` containers and reading their
+    `.metrics` names and `_direction`; and on `Model._metrics` being the list behind
+    `model.metrics`. A `MetricsList` subclass that updates nothing and reports
+    nothing is appended for the duration of `fit`. If Keras moved these, monitors
+    of these keys need an explicit `mode="min"`; a warning says so.
+
+    Returns:
+        The appended container, for `unregister_minimised_keys`, or None.
+    """
+    try:
+        from keras.src.trainers.compile_utils import MetricsList
+
+        class _DirectionHints(MetricsList):
+            def update_state(self, *args, **kwargs):
+                pass
+
+            def reset_state(self):
+                pass
+
+            def result(self):
+                return {}
+
+        hints = _DirectionHints(
+            [_DirectionMarker(key.removeprefix("val_")) for key in keys],
+            name="keras_kd_direction_hints",
+        )
+        model._metrics.append(hints)
+        return hints
+    except Exception as error:  # Keras internals moved: auto mode just won't know.
+        warnings.warn(
+            f"keras_kd could not tell Keras that {keys} are minimised ({error}); pass "
+            f"mode='min' to EarlyStopping/ModelCheckpoint monitoring them.",
+            stacklevel=3,
+        )
+        return None
+
+
+def unregister_minimised_keys(model, hints):
+    """Removes what `register_minimised_keys` appended (see there)."""
+    if hints is not None and hints in getattr(model, "_metrics", []):
+        model._metrics.remove(hints)
+
+
+def add_validation_logs(model, values):
+    """Adds `values()` to the logs of the validation pass that `fit` runs each epoch.
+
+    Relies on: every Keras 3 trainer's `fit` (TensorFlow, JAX, PyTorch, NumPy)
+    running validation through `self.evaluate(..., return_dict=True)` and prefixing
+    the returned dict with "val_" into the epoch's logs, before any callback's
+    `on_epoch_end`. `on_test_end` alone cannot add keys: `CallbackList` hands each
+    callback a copy of the logs. `model.evaluate` is shadowed by an instance
+    attribute for the duration of `fit`; `values()` returns the keys to add
+    (without "val_"), which never replace a key the evaluation already has.
+
+    Returns:
+        A handle for `remove_validation_logs`.
+    """
+    original = model.evaluate
+    state = {"active": True}
+
+    def evaluate(*args, **kwargs):
+        logs = original(*args, **kwargs)
+        if state["active"] and kwargs.get("return_dict") and isinstance(logs, dict):
+            for key, value in values().items():
+                logs.setdefault(key, value)
+        return logs
+
+    object.__setattr__(model, "evaluate", evaluate)
+    return evaluate, original, state
+
+
+def remove_validation_logs(model, handle):
+    """Undoes `add_validation_logs` (see there)."""
+    evaluate, original, state = handle
+    state["active"] = False
+    if model.__dict__.get("evaluate") is evaluate:
+        if getattr(original, "__self__", None) is model:
+            object.__delattr__(model, "evaluate")
+        else:  # another wrapper was there before ours
+            object.__setattr__(model, "evaluate", original)
+
+
+# ===========================================================================
+# Feature distillation (keras_kd.features)
+# ===========================================================================
 
 
 def layer_call_count(layer):

@@ -1,23 +1,33 @@
 """Training callbacks: calibration of the model on held-out data at every epoch."""
 
+import importlib.util
+import io
+import itertools
 import os
 import sys
 import warnings
 
 import keras
 import numpy as np
+from keras import ops
 
+from keras_kd import _binning
+from keras_kd import _keras_compat
 from keras_kd import _validation
 from keras_kd import calibration
+from keras_kd import targets as targets_module
+from keras_kd.calibration import _inputs
+from keras_kd.calibration import _measures
 
 _DIAGRAM_SCHEDULES = ("end", "epoch")
+_MEASURES = ("ece", "mce", "nll", "brier")
 
 
 class ECECallback(keras.callbacks.Callback):
-    """Logs calibration metrics of the model on validation data after every epoch.
+    """Calibration of the model on validation data at every epoch, in the logs.
 
-    Runs ONE prediction pass over `validation_data` per epoch and writes into the
-    epoch's `logs` dict, in place (with the default prefix):
+    Streams ONE prediction pass over `validation_data` per epoch and logs (with the
+    default prefix):
 
     - `val_ece`: `sum_b (n_b / N) |acc_b - conf_b|` over equal-width bins of the
       top-label confidence (Naeini et al. 2015; Guo et al. 2017), the same number as
@@ -28,46 +38,65 @@ class ECECallback(keras.callbacks.Callback):
     - with `fit_temperature=True`, also `val_temperature`, the T of
       `TemperatureScaling` fitted on this same pass, and `val_ece_ts`, the ECE of
       `softmax(z / T)` (in-sample: an optimistic estimate of what a held-out
-      temperature would give). If no finite T exists at that epoch, both are NaN.
+      temperature would give). If no finite T exists at that epoch, or the model
+      diverged (NaN outputs), both are NaN and training goes on.
 
-    Callback order matters. Keras calls callbacks in list order and each sees the
-    `logs` dict as the previous ones left it, so put this callback BEFORE any
-    `EarlyStopping`, `ModelCheckpoint`, `ReduceLROnPlateau`, `CSVLogger` or
-    `TensorBoard` that should see `val_ece`; those placed before it never see the
-    key (EarlyStopping then warns that the metric is unavailable). `History` and the
-    progress bar are appended by Keras after user callbacks and always see it.
+    A diverged model gives NaN for every value, never 0, so
+    `ModelCheckpoint(monitor="val_mce", save_best_only=True)` never keeps it.
 
-    For `mode="auto"` the callback tells Keras that its metrics decrease when
-    better: during `fit` it registers direction hints on the model, exactly like a
-    metric's `_direction = "down"`, so `EarlyStopping(monitor="val_ece")` minimises.
-    `val_temperature` has no direction; monitor it with an explicit `mode`.
+    Order-free: the place in the callbacks list does not matter when `fit` has
+    validation data. Keras runs every callback's `on_test_end` during the
+    validation pass, before any callback's `on_epoch_end`; the callback computes
+    there and its values join that pass's logs, which `fit` turns into the epoch's
+    `val_*` entries (`keras_kd._keras_compat.add_validation_logs`), so
+    `EarlyStopping`, `ModelCheckpoint(save_best_only=True)`, `CSVLogger` and
+    `TensorBoard` see its values wherever they stand. Without validation data in
+    `fit` it computes in `on_epoch_end`, and only callbacks after it see the keys.
+    Prefer compiled metrics for what can stream inside Keras' own pass
+    (`keras_kd.metrics.ExpectedCalibrationError`, `BrierScore`,
+    `keras.metrics.SparseCategoricalCrossentropy` for the NLL); a key that a
+    compiled metric already put in the logs is left as it is (no overwrite, no
+    warning), so both can be used together.
 
-    With a keras_kd `Distiller`, `predict()` runs only the student, so the callback
+    `mode="auto"` in `EarlyStopping`/`ModelCheckpoint` minimises these keys
+    (`val_temperature` has no direction: monitor it with an explicit `mode`).
+
+    Memory: measures are accumulated batch by batch; only the model's outputs
+    (N x K floats, never the inputs) are kept, and only when needed: for the
+    temperature fit and for reliability diagrams.
+
+    With a keras_kd `Distiller`, predicting runs only the student, so the callback
     measures the student's calibration with no special handling.
 
-    State: nothing is carried between epochs except, when `diagram_every="end"`,
-    the last epoch's predictions for the final diagram. Resuming training needs no
-    state from this callback; best values live in `EarlyStopping`/`ModelCheckpoint`.
-
     Args:
-        validation_data: a tuple `(x, y)` or `(x, y, sample_weight)` of NumPy arrays
-            (x may be a list or dict of arrays for a multi-input model), or a
-            batched `tf.data.Dataset` yielding such tuples. A dataset is read once
-            per epoch, labels and predictions batch by batch, so reshuffling cannot
-            misalign them.
+        validation_data: a tuple `(x, y)` or `(x, y, sample_weight)` of arrays (x
+            may be a list or dict of arrays for a multi-input model); a batched
+            `tf.data.Dataset`, a `keras.utils.PyDataset`, or a Python generator
+            (with `steps`) yielding such tuples. `y` may be a cached-target dict
+            (`keras_kd.cache_teacher_logits`), whose `"labels"` are used. Datasets
+            are read batch by batch, labels with their own predictions, so
+            reshuffling cannot misalign them.
         num_bins: equal-width bins B, integer >= 1, default 15.
         from_logits: bool, default True: whether the model outputs logits (as a
-            `Distiller`'s student does). A model whose outputs are rows of
-            probabilities with `from_logits=True` raises a ValueError.
+            `Distiller`'s student does). Rows of probabilities with True, or values
+            outside [0, 1] / rows not summing to 1 with False, raise a ValueError.
+            A binary model's (N,) or (N, 1) output is the class-1 logit/probability.
         batch_size: prediction batch size for array data, integer >= 1 or None
-            (Keras' default, 32); ignored for datasets, which are already batched.
-        fit_temperature: bool, default False; log `val_ece_ts` and `val_temperature`.
-        diagram_dir: directory for reliability-diagram PNGs, or None (default) for
-            none. Needs matplotlib (`pip install keras-kd[plots]`).
+            (32); ignored for datasets, which are already batched.
+        fit_temperature: bool, default False; log `ece_ts` and `temperature`.
+        diagram_dir: directory for reliability-diagram PNGs, or None (default).
+            Needs matplotlib (`pip install keras-kd[plots]`).
         diagram_every: "end" (default): one `reliability_final.png` when training
             ends; "epoch": `reliability_epoch_001.png`, ... after every epoch.
-        prefix: prefix of the log keys, default "val_".
-        verbose: 0 (default) silent, 1 prints the values after each epoch.
+        prefix: prefix of the log keys, default "val_". Keys starting with "val_"
+            are order-free; others are written in `on_epoch_end`.
+        verbose: 0 (default) silent; 1 reports diagrams written, on their own line
+            after the progress bar (the values themselves appear in the bar, as
+            every logged metric does).
+        steps: batches per pass for a Python generator (required then), else None.
+        tensorboard_dir: directory for a TensorBoard image summary of the
+            reliability diagram each epoch ("calibration/reliability"), or None.
+            Needs TensorFlow and matplotlib.
 
     Raises:
         ValueError: validation data of the wrong structure, empty, unbatched, or
@@ -75,12 +104,11 @@ class ECECallback(keras.callbacks.Callback):
 
     Example:
         >>> callbacks = [
-        ...     ECECallback((x_val, y_val), from_logits=True),        # first
-        ...     keras.callbacks.EarlyStopping(monitor="val_ece", patience=3),
-        ...     keras.callbacks.ModelCheckpoint("best.keras", monitor="val_ece",
-        ...                                     save_best_only=True),
+        ...     keras.callbacks.EarlyStopping(monitor="val_ece_ts", patience=3),
+        ...     ECECallback((x_val, y_val), from_logits=True, fit_temperature=True),
         ... ]
-        >>> model.fit(x, y, epochs=20, callbacks=callbacks)
+        >>> model.fit(x, y, validation_data=(x_val, y_val), epochs=20,
+        ...           callbacks=callbacks)
 
     References:
         Guo, Pleiss, Sun, Weinberger. On Calibration of Modern Neural Networks.
@@ -99,6 +127,8 @@ class ECECallback(keras.callbacks.Callback):
         diagram_every="end",
         prefix="val_",
         verbose=0,
+        steps=None,
+        tensorboard_dir=None,
     ):
         super().__init__()
         self.num_bins = _validation.check_positive_int(num_bins, "num_bins")
@@ -115,50 +145,71 @@ class ECECallback(keras.callbacks.Callback):
             raise ValueError(f"`prefix` must be a string, got {prefix!r}.")
         self.prefix = prefix
         self.verbose = verbose
+        if steps is not None:
+            steps = _validation.check_positive_int(steps, "steps")
+        self.steps = steps
+        self.tensorboard_dir = None if tensorboard_dir is None else os.fspath(tensorboard_dir)
+        if self.tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
+            raise ImportError("ECECallback(tensorboard_dir=...) needs TensorBoard: "
+                              "pip install tensorboard")
         self.validation_data = validation_data
-        self._arrays, self._dataset = _check_validation_data(validation_data)
+        self._source = _ValidationSource(validation_data, steps)
         self._direction_hints = None
-        self._warned_overwrite = False
-        self._last_epoch = None  # (epoch, predictions, labels), for the "end" diagram
+        self._validation_logs = None
+        self._epoch = 0
+        self._epoch_values = None  # computed in this epoch's validation pass
+        self._pending_messages = []
+        self._last_epoch = None  # (epoch, predictions, labels, weights), for "end"
 
     # -- Keras hooks ------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        if self._dataset is not None:
-            _check_dataset_against_model(self._dataset, self.model)
-        self._direction_hints = _register_direction_hints(self.model, self._minimised_keys())
+        self._source.check_against_model(self.model)
+        self._direction_hints = _keras_compat.register_minimised_keys(
+            self.model, self._minimised_keys()
+        )
+        self._validation_logs = _keras_compat.add_validation_logs(
+            self.model, self._validation_values
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush_messages()
+        self._epoch = epoch
+        self._epoch_values = None
+
+    def on_test_end(self, logs=None):
+        # During fit's validation pass, before every callback's on_epoch_end; the
+        # values reach the epoch's logs through `_validation_values`.
+        self._epoch_values = self._compute(self._epoch)
+
+    def _validation_values(self):
+        """This pass's `val_*` values, without the "val_" that `fit` adds back."""
+        if self._epoch_values is None:
+            return {}
+        return {
+            key.removeprefix("val_"): value
+            for key, value in self._epoch_values.items()
+            if key.startswith("val_")
+        }
 
     def on_epoch_end(self, epoch, logs=None):
-        predictions, labels, weights = self._predict()
-        values = self._calibration_values(predictions, labels, weights)
+        if self._epoch_values is None:  # no validation pass in fit this epoch
+            self._epoch_values = self._compute(epoch)
         if logs is not None:
-            clashes = [key for key in values if key in logs]
-            if clashes and not self._warned_overwrite:
-                warnings.warn(
-                    f"ECECallback overwrites {clashes} already in the logs (a compiled "
-                    f"metric of the same name?). Pass another `prefix` to keep both.",
-                    stacklevel=2,
-                )
-                self._warned_overwrite = True
-            logs.update(values)
-        if self.verbose:
-            shown = ", ".join(f"{key}={value:.4f}" for key, value in values.items())
-            print(f"Epoch {epoch + 1}: {shown}")
-        if self.diagram_dir is not None:
-            if self.diagram_every == "epoch":
-                self._save_diagram(
-                    f"reliability_epoch_{epoch + 1:03d}.png", epoch, predictions, labels
-                )
-            else:
-                self._last_epoch = (epoch, predictions, labels)
+            for key, value in self._epoch_values.items():
+                logs.setdefault(key, value)
+        self._epoch_values = None
 
     def on_train_end(self, logs=None):
-        _unregister_direction_hints(self.model, self._direction_hints)
+        _keras_compat.unregister_minimised_keys(self.model, self._direction_hints)
         self._direction_hints = None
+        if self._validation_logs is not None:
+            _keras_compat.remove_validation_logs(self.model, self._validation_logs)
+            self._validation_logs = None
         if self._last_epoch is not None:
-            epoch, predictions, labels = self._last_epoch
-            self._save_diagram("reliability_final.png", epoch, predictions, labels)
+            self._save_diagram("reliability_final.png", *self._last_epoch)
             self._last_epoch = None
+        self._flush_messages()
 
     # -- Work ---------------------------------------------------------------------
 
@@ -166,71 +217,47 @@ class ECECallback(keras.callbacks.Callback):
         return f"{self.prefix}{name}"
 
     def _minimised_keys(self):
-        names = ["ece", "mce", "nll", "brier"] + (["ece_ts"] if self.fit_temperature else [])
+        names = list(_MEASURES) + (["ece_ts"] if self.fit_temperature else [])
         return [self._key(name) for name in names]
 
-    def _predict(self):
-        """One pass: predictions (N, K), labels (N, ...) and weights (N,) or None."""
-        if self._arrays is not None:
-            x, labels, weights = self._arrays
-            predictions = self.model.predict(x, batch_size=self.batch_size, verbose=0)
-            return _single_output(predictions), labels, weights
-        predictions, labels, weights = [], [], []
-        for element in self._dataset.as_numpy_iterator():
-            x, y, w = (tuple(element) + (None,))[:3]
-            batch_predictions = _single_output(self.model.predict_on_batch(x))
-            if len(batch_predictions) != len(y):
-                raise ValueError(
-                    f"`validation_data` gave {len(y)} labels for {len(batch_predictions)} "
-                    f"predictions in one batch. Is the dataset batched? Use "
-                    f"`dataset.batch(batch_size)`."
-                )
-            predictions.append(batch_predictions)
-            labels.append(y)
-            weights.append(w)
-        if not predictions:
-            raise ValueError("`validation_data` is empty: the dataset yielded no batches.")
-        has_weights = weights[0] is not None
-        return (
-            np.concatenate(predictions),
-            np.concatenate(labels),
-            np.concatenate(weights) if has_weights else None,
+    def _keeps_outputs(self):
+        return self.fit_temperature or self.diagram_dir is not None or (
+            self.tensorboard_dir is not None
         )
 
-    def _calibration_values(self, predictions, labels, weights):
-        if self.from_logits:
-            _validation.check_not_probabilities(
-                predictions,
-                "model predictions",
-                hint="Pass `from_logits=False` to ECECallback for a model that outputs "
-                "probabilities.",
-            )
-        common = dict(from_logits=self.from_logits, sample_weight=weights)
-        values = {
-            self._key("ece"): calibration.expected_calibration_error(
-                predictions, labels, self.num_bins, norm="l1", **common
-            ),
-            self._key("mce"): calibration.expected_calibration_error(
-                predictions, labels, self.num_bins, norm="max", **common
-            ),
-            self._key("nll"): calibration.negative_log_likelihood(
-                predictions, labels, **common
-            ),
-            self._key("brier"): calibration.brier_score(predictions, labels, **common),
-        }
+    def _compute(self, epoch):
+        measures = _StreamingMeasures(self.num_bins, self.from_logits)
+        kept = [] if self._keeps_outputs() else None
+        for predictions, labels, weights in self._source.batches(self.model, self.batch_size):
+            measures.update(predictions, labels, weights)
+            if kept is not None:
+                kept.append((predictions, labels, weights))
+        values = {self._key(name): value for name, value in measures.result().items()}
+        if kept is None:
+            return values
+        predictions, labels, weights = _concatenate(kept)
         if self.fit_temperature:
             values.update(self._temperature_values(predictions, labels, weights))
+        if self.diagram_dir is not None:
+            if self.diagram_every == "epoch":
+                self._save_diagram(f"reliability_epoch_{epoch + 1:03d}.png", epoch,
+                                   predictions, labels, weights)
+            else:
+                self._last_epoch = (epoch, predictions, labels, weights)
+        if self.tensorboard_dir is not None:
+            self._log_image(epoch, predictions, labels, weights)
         return values
 
     def _temperature_values(self, predictions, labels, weights):
         from_probabilities = not self.from_logits
         try:
             scaler = calibration.TemperatureScaling().fit(
-                predictions, labels, from_probabilities=from_probabilities, sample_weight=weights
+                predictions, labels, sample_weight=weights, from_probabilities=from_probabilities
             )
         except ValueError as error:
-            # Early epochs can be at chance, or a small validation set all correct:
-            # no finite temperature exists then, which is no reason to stop training.
+            # Early epochs can be at chance, a small validation set all correct, or
+            # the model diverged: no finite temperature exists then, which is no
+            # reason to stop training.
             warnings.warn(f"ECECallback: no temperature fitted this epoch. {error}", stacklevel=3)
             return {self._key("ece_ts"): float("nan"), self._key("temperature"): float("nan")}
         calibrated = scaler.predict_proba(predictions, from_probabilities=from_probabilities)
@@ -239,18 +266,99 @@ class ECECallback(keras.callbacks.Callback):
         )
         return {self._key("ece_ts"): ece, self._key("temperature"): scaler.temperature}
 
-    def _save_diagram(self, filename, epoch, predictions, labels):
-        path = os.path.join(self.diagram_dir, filename)
-        calibration.save_reliability_diagram(
-            path,
-            predictions,
-            labels,
-            num_bins=self.num_bins,
-            from_logits=self.from_logits,
-            title=f"epoch {epoch + 1}",
+    def _diagram(self, epoch, predictions, labels, weights):
+        return calibration.reliability_diagram(
+            predictions, labels, num_bins=self.num_bins, from_logits=self.from_logits,
+            title=f"epoch {epoch + 1}", sample_weight=weights,
         )
+
+    def _save_diagram(self, filename, epoch, predictions, labels, weights):
+        if np.any(np.isnan(predictions)):
+            self._pending_messages.append(f"No reliability diagram for epoch {epoch + 1}: NaN "
+                                          f"predictions.")
+            return
+        path = os.path.join(self.diagram_dir, filename)
+        os.makedirs(self.diagram_dir, exist_ok=True)
+        self._diagram(epoch, predictions, labels, weights).savefig(path, dpi=100)
+        self._pending_messages.append(f"Saved reliability diagram to {path}")
+
+    def _log_image(self, epoch, predictions, labels, weights):
+        tf = sys.modules.get("tensorflow")
+        if tf is None:
+            import tensorflow as tf
+        if np.any(np.isnan(predictions)):
+            return
+        buffer = io.BytesIO()
+        self._diagram(epoch, predictions, labels, weights).savefig(buffer, format="png", dpi=80)
+        image = tf.image.decode_png(buffer.getvalue(), channels=4)[None]
+        writer = tf.summary.create_file_writer(os.path.join(self.tensorboard_dir, "calibration"))
+        with writer.as_default():
+            tf.summary.image("reliability", image, step=epoch)
+        writer.flush()
+
+    def _flush_messages(self):
+        # Printed at the start of the next epoch (or at the end of training), when
+        # Keras' progress bar has finished its line, never into it.
         if self.verbose:
-            print(f"Saved reliability diagram to {path}")
+            for message in self._pending_messages:
+                print(message)
+        self._pending_messages = []
+
+
+class _StreamingMeasures:
+    """ECE, MCE, NLL and Brier score accumulated batch by batch, in float64."""
+
+    def __init__(self, num_bins, from_logits):
+        self.num_bins = num_bins
+        self.from_logits = from_logits
+        self.bins = np.zeros((3, num_bins))
+        self.nll_sum = self.brier_sum = self.weight_sum = 0.0
+
+    def update(self, predictions, labels, weights):
+        predictions, targets, weights = _inputs.prepared(
+            predictions, labels, self.from_logits, weights, name="model predictions"
+        )
+        statistics = _binning.bin_statistics(
+            ops.convert_to_tensor(predictions.astype(np.float32)),
+            ops.convert_to_tensor(targets.astype(np.float32)),
+            self.num_bins,
+            ops.convert_to_tensor(weights.astype(np.float32)),
+            from_logits=self.from_logits,
+        )
+        self.bins += np.stack([ops.convert_to_numpy(s) for s in statistics])
+        normalised = predictions
+        if not self.from_logits and predictions.shape[-1] > 1:
+            normalised = predictions / np.sum(predictions, axis=-1, keepdims=True)
+        log_probs = _inputs.log_probabilities(normalised, self.from_logits)
+        self.nll_sum += float(weights @ _inputs.cross_entropy_terms(targets, log_probs))
+        probs = _measures.probabilities(predictions, self.from_logits)
+        self.brier_sum += float(weights @ np.sum(np.square(probs - targets), axis=-1))
+        self.weight_sum += float(np.sum(weights))
+
+    def result(self):
+        if self.weight_sum == 0:
+            raise ValueError("`validation_data` is empty: the dataset yielded no batches.")
+        counts, confidence_sums, correct_sums = self.bins
+        error = {
+            norm: float(ops.convert_to_numpy(_binning.calibration_error(
+                counts, confidence_sums, correct_sums, norm)))
+            for norm in ("l1", "max")
+        }
+        return {
+            "ece": error["l1"],
+            "mce": error["max"],
+            "nll": self.nll_sum / self.weight_sum,
+            "brier": self.brier_sum / self.weight_sum,
+        }
+
+
+def _concatenate(batches):
+    predictions = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    weights = None
+    if batches[0][2] is not None:
+        weights = np.concatenate([np.reshape(b[2], (-1,)) for b in batches])
+    return predictions, labels, weights
 
 
 # ---------------------------------------------------------------------------
@@ -259,21 +367,90 @@ class ECECallback(keras.callbacks.Callback):
 
 _STRUCTURE_HELP = (
     "`validation_data` must be a tuple (x, y) or (x, y, sample_weight) of arrays, or a "
-    "batched tf.data.Dataset yielding such tuples"
+    "batched tf.data.Dataset, keras.utils.PyDataset or generator yielding such tuples"
 )
 
 
-def _check_validation_data(validation_data):
-    """Returns (arrays, None) or (None, dataset) after checking the structure."""
-    if _is_tf_dataset(validation_data):
-        _check_dataset_structure(validation_data)
-        return None, validation_data
+class _ValidationSource:
+    """Yields (predictions, labels, weights) batch by batch from any supported data."""
+
+    def __init__(self, validation_data, steps):
+        self.steps = steps
+        self.arrays = self.dataset = self.py_dataset = self.generator = None
+        if _is_tf_dataset(validation_data):
+            _check_dataset_structure(validation_data)
+            self.dataset = validation_data
+        elif isinstance(validation_data, keras.utils.PyDataset):
+            if len(validation_data) == 0:
+                raise ValueError("`validation_data` is empty: the PyDataset holds 0 batches.")
+            self.py_dataset = validation_data
+        elif _is_generator(validation_data):
+            if steps is None:
+                raise ValueError(
+                    "`validation_data` is a generator, which runs on across epochs: pass "
+                    "`steps` (batches per validation pass), as `validation_steps` in fit."
+                )
+            self.generator = validation_data
+        else:
+            self.arrays = _check_arrays(validation_data)
+
+    def check_against_model(self, model):
+        if self.dataset is not None:
+            _check_dataset_against_model(self.dataset, model)
+
+    def _elements(self):
+        if self.dataset is not None:
+            return self.dataset.as_numpy_iterator()
+        if self.py_dataset is not None:
+            return (self.py_dataset[i] for i in range(len(self.py_dataset)))
+        return itertools.islice(self.generator, self.steps)
+
+    def batches(self, model, batch_size):
+        if self.arrays is not None:
+            x, labels, weights = self.arrays
+            predictions = model.predict(x, batch_size=batch_size, verbose=0)
+            yield _single_output(predictions), labels, weights
+            return
+        for element in self._elements():
+            if not isinstance(element, (tuple, list)) or len(element) not in (2, 3):
+                raise ValueError(f"{_STRUCTURE_HELP}; got a batch of {_describe(element)}.")
+            x, y, w = (tuple(element) + (None,))[:3]
+            labels = _labels_of(y)
+            if isinstance(w, dict):
+                w = targets_module.example_weights(w)
+            predictions = _single_output(ops.convert_to_numpy(model.predict_on_batch(x)))
+            labels = np.asarray(ops.convert_to_numpy(labels))
+            if len(predictions) != len(labels):
+                raise ValueError(
+                    f"`validation_data` gave {len(labels)} labels for {len(predictions)} "
+                    f"predictions in one batch. Is the dataset batched? Use "
+                    f"`dataset.batch(batch_size)`."
+                )
+            yield predictions, labels, None if w is None else np.asarray(ops.convert_to_numpy(w))
+
+
+def _labels_of(y):
+    if isinstance(y, dict):
+        if targets_module.LABELS not in y:
+            raise ValueError(
+                f"`validation_data` yields a target dict without {targets_module.LABELS!r} "
+                f"(keys {sorted(y)}): calibration needs the labels."
+            )
+        return y[targets_module.LABELS]
+    return y
+
+
+def _check_arrays(validation_data):
     if not isinstance(validation_data, tuple) or len(validation_data) not in (2, 3):
         raise ValueError(f"{_STRUCTURE_HELP}, got {_describe(validation_data)}.")
-    x, labels = validation_data[0], np.asarray(validation_data[1])
+    x, labels = validation_data[0], _labels_of(validation_data[1])
+    labels = np.asarray(labels)
     weights = None
     if len(validation_data) == 3 and validation_data[2] is not None:
-        weights = np.asarray(validation_data[2])
+        weights = validation_data[2]
+        if isinstance(weights, dict):
+            weights = targets_module.example_weights(weights)
+        weights = np.asarray(weights)
     inputs = keras.tree.flatten(x)
     if not inputs or labels.ndim == 0:
         raise ValueError(f"{_STRUCTURE_HELP}, got {_describe(validation_data)}.")
@@ -281,7 +458,13 @@ def _check_validation_data(validation_data):
         _validation.check_same_length(x=array, y=labels, sample_weight=weights)
     if len(labels) == 0:
         raise ValueError("`validation_data` is empty: it holds 0 examples.")
-    return (x, labels, weights), None
+    return x, labels, weights
+
+
+def _is_generator(value):
+    return hasattr(value, "__next__") and hasattr(value, "__iter__") and not isinstance(
+        value, (tuple, list, dict, np.ndarray)
+    )
 
 
 def _is_tf_dataset(value):
@@ -327,8 +510,8 @@ def _check_dataset_against_model(dataset, model):
 def _single_output(predictions):
     if not isinstance(predictions, np.ndarray):
         raise ValueError(
-            f"ECECallback needs a model with one output of shape (N, K), got "
-            f"{type(predictions).__name__} of outputs."
+            f"ECECallback needs a model with one output of shape (N, K), (N, 1) or (N,), "
+            f"got {type(predictions).__name__} of outputs."
         )
     return predictions
 
@@ -337,57 +520,3 @@ def _describe(value):
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of length {len(value)}"
     return f"{type(value).__name__}"
-
-
-# ---------------------------------------------------------------------------
-# Direction hints for mode="auto".
-# ---------------------------------------------------------------------------
-# Keras' MonitorCallback (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau) infers
-# the direction of `val_<name>` by looking for a compiled metric called <name> with a
-# `_direction` attribute; values written into `logs` by a callback have no such
-# metric, so `mode="auto"` would raise. During `fit` we add to the model a metric
-# list holding name-and-direction markers that contributes no values and no
-# variables. This uses Keras internals (keras.src), so it degrades to a warning.
-
-
-class _DirectionMarker:
-    def __init__(self, name):
-        self.name = name
-        self._direction = "down"
-
-    def reset_state(self):
-        pass
-
-
-def _register_direction_hints(model, keys):
-    try:
-        from keras.src.trainers.compile_utils import MetricsList
-
-        class _DirectionHints(MetricsList):
-            def update_state(self, *args, **kwargs):
-                pass
-
-            def reset_state(self):
-                pass
-
-            def result(self):
-                return {}
-
-        hints = _DirectionHints(
-            [_DirectionMarker(key.removeprefix("val_")) for key in keys],
-            name="keras_kd_direction_hints",
-        )
-        model._metrics.append(hints)
-        return hints
-    except Exception as error:  # Keras internals moved: auto mode just won't know.
-        warnings.warn(
-            f"ECECallback could not tell Keras that {keys} are minimised ({error}); "
-            f"pass mode='min' to EarlyStopping/ModelCheckpoint monitoring them.",
-            stacklevel=3,
-        )
-        return None
-
-
-def _unregister_direction_hints(model, hints):
-    if hints is not None and hints in getattr(model, "_metrics", []):
-        model._metrics.remove(hints)

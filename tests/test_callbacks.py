@@ -1,6 +1,7 @@
 """Tests for keras_kd.callbacks.ECECallback."""
 
 import csv
+import warnings
 
 import keras
 import numpy as np
@@ -195,13 +196,17 @@ def test_works_with_a_distiller_student():
     assert recorder.logs[0]["val_ece"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_overwriting_a_compiled_metric_warns():
+def test_a_key_a_compiled_metric_already_logged_is_kept_without_warning():
+    # Issue 15 replaced the 0.1 behaviour (overwrite and warn): the compiled metric,
+    # computed in Keras' own validation pass, stands, and nothing warns.
     callback = ECECallback((X_VAL, Y_VAL))
     callback.set_model(_model())
     logs = {"val_ece": 123.0}
-    with pytest.warns(UserWarning, match="overwrites"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         callback.on_epoch_end(0, logs)
-    assert logs["val_ece"] != 123.0
+    assert logs["val_ece"] == 123.0
+    assert {"val_mce", "val_nll", "val_brier"} <= set(logs)
 
 
 @pytest.mark.parametrize(
@@ -253,3 +258,142 @@ def test_unbatched_dataset_matching_label_width_is_caught_against_the_model():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ECECallback((X_VAL, Y_VAL), **kwargs)
+
+
+# -- Issue 15: order-free, data forms, no warnings, no text in the progress bar -----------
+
+
+def test_placed_last_every_callback_before_it_sees_its_values(tmp_path):
+    model = _model()
+    seen = {}
+
+    class _Seer(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen[epoch] = dict(logs)
+
+    stopper = keras.callbacks.EarlyStopping(monitor="val_ece_ts", patience=10)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "best.weights.h5"), monitor="val_ece", save_best_only=True,
+        save_weights_only=True,
+    )
+    csv_path = str(tmp_path / "log.csv")
+    callback = ECECallback((X_VAL, Y_VAL), fit_temperature=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "metric not available" and the like
+        history = model.fit(
+            X_TRAIN, Y_TRAIN, validation_data=(X_VAL, Y_VAL), epochs=3, batch_size=64,
+            verbose=0,
+            callbacks=[_Seer(), stopper, checkpoint, keras.callbacks.CSVLogger(csv_path),
+                       callback],
+        )
+    keys = {"val_ece", "val_mce", "val_nll", "val_brier", "val_ece_ts", "val_temperature"}
+    assert all(keys <= set(logs) for logs in seen.values())
+    assert stopper.monitor_op is ops.less
+    assert stopper.best == pytest.approx(min(history.history["val_ece_ts"]))
+    assert checkpoint.best == pytest.approx(min(history.history["val_ece"]))
+    with open(csv_path) as file:
+        rows = list(csv.DictReader(file))
+    assert [float(row["val_ece_ts"]) for row in rows] == pytest.approx(
+        history.history["val_ece_ts"])
+    model.load_weights(str(tmp_path / "best.weights.h5"))
+    best = calibration.expected_calibration_error(model.predict(X_VAL, verbose=0), Y_VAL,
+                                                  from_logits=True)
+    assert best == pytest.approx(min(history.history["val_ece"]), abs=1e-6)
+    assert "evaluate" not in model.__dict__  # the validation hook lives only during fit
+
+
+def test_tensorboard_before_it_logs_its_values_and_the_diagram_image(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing import event_accumulator
+
+    model = _model()
+    model.fit(X_TRAIN, Y_TRAIN, validation_data=(X_VAL, Y_VAL), epochs=2, batch_size=64,
+              verbose=0, callbacks=[
+                  keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+                  ECECallback((X_VAL, Y_VAL), fit_temperature=True,
+                              tensorboard_dir=tmp_path / "tb")])
+    tags = set()
+    for path in (tmp_path / "tb").rglob("events.out.tfevents*"):
+        accumulator = event_accumulator.EventAccumulator(str(path))
+        accumulator.Reload()
+        tags |= {tag for values in accumulator.Tags().values() if isinstance(values, list)
+                 for tag in values}
+    assert any("ece_ts" in tag for tag in tags), tags
+    assert any("reliability" in tag for tag in tags), tags
+
+
+def test_with_the_compiled_metric_there_is_no_duplicate_key_warning():
+    from keras_kd import metrics
+
+    model = _model()
+    model.compile(keras.optimizers.Adam(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[metrics.ExpectedCalibrationError(from_logits=True)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = model.fit(X_TRAIN, Y_TRAIN, validation_data=(X_VAL, Y_VAL), epochs=2,
+                            batch_size=64, verbose=0, callbacks=[ECECallback((X_VAL, Y_VAL))])
+    predictions = model.predict(X_VAL, verbose=0)
+    assert history.history["val_ece"][-1] == pytest.approx(
+        calibration.expected_calibration_error(predictions, Y_VAL, from_logits=True), abs=1e-5)
+
+
+def test_messages_never_go_into_the_progress_bar_line(tmp_path, capsys):
+    model = _model()
+    model.fit(X_TRAIN, Y_TRAIN, validation_data=(X_VAL, Y_VAL), epochs=2, batch_size=96,
+              verbose=1, callbacks=[ECECallback((X_VAL, Y_VAL), verbose=1,
+                                                diagram_dir=tmp_path, diagram_every="epoch")])
+    lines = capsys.readouterr().out.replace("\r", "\n").splitlines()
+    for line in lines:
+        if "Saved reliability diagram" in line:
+            assert line.startswith("Saved reliability diagram"), line
+    assert sum("Saved reliability diagram" in line for line in lines) == 2
+    assert any("val_ece" in line for line in lines)  # values appear in Keras' own bar
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, weights=None, batch_size=40):
+        super().__init__()
+        self.x, self.y, self.weights, self.batch_size = x, y, weights, batch_size
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        if self.weights is None:
+            return self.x[rows], self.y[rows]
+        return self.x[rows], self.y[rows], self.weights[rows]
+
+
+def test_py_dataset_generator_and_cached_logit_dicts_give_the_array_values():
+    model = _model()
+    expected = _expected(model.predict(X_VAL, verbose=0), Y_VAL, W_VAL)
+
+    def generator():
+        while True:
+            for start in range(0, 96, 32):
+                yield X_VAL[start:start + 32], Y_VAL[start:start + 32], W_VAL[start:start + 32]
+
+    cached = {"labels": Y_VAL, "teacher_logits": np.zeros((96, NUM_CLASSES), "float32")}
+    dataset = tf.data.Dataset.from_tensor_slices((X_VAL, cached, W_VAL)).batch(40)
+    for data, kwargs in [
+        (_Batches(X_VAL, Y_VAL, W_VAL), {}),
+        (generator(), {"steps": 3}),
+        (dataset, {}),
+        ((X_VAL, cached, W_VAL), {}),
+    ]:
+        logs = _evaluate_once(ECECallback(data, **kwargs), model)
+        for key, value in expected.items():
+            assert logs[key] == pytest.approx(value, abs=1e-6), (type(data), key)
+
+
+def test_tensorboard_images_without_tensorboard_fail_at_construction(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real_find_spec(name,
+                                                                                           *a))
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        ECECallback((X_VAL, Y_VAL), tensorboard_dir="tb")

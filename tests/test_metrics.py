@@ -209,3 +209,108 @@ def test_property_streaming_equals_one_shot(case, num_bins):
     streamed = _result(metric)
     assert streamed == pytest.approx(_ece(labels, probs, num_bins=num_bins), abs=1e-6)
     assert 0.0 <= streamed <= 1.0
+
+
+# -- Issue 15: classwise, equal-mass, Brier, NLL, binary ---------------------------------
+
+
+def test_classwise_streaming_equals_the_array_function_and_shards():
+    logits, probs, labels, weights = _random_case(4, n=400, num_classes=5)
+    metric = metrics.ExpectedCalibrationError(from_logits=True, classwise=True, num_classes=5)
+    for start in range(0, 400, 96):
+        metric.update_state(labels[start:start + 96], logits[start:start + 96],
+                            sample_weight=weights[start:start + 96])
+    expected = calibration.expected_calibration_error(logits, labels, from_logits=True,
+                                                      classwise=True, sample_weight=weights)
+    assert _result(metric) == pytest.approx(expected, abs=1e-5)
+    assert tuple(metric.bin_counts.shape) == (5, 15)
+
+
+@pytest.mark.parametrize("num_bins", [5, 15])
+def test_streamed_equal_mass_ece_is_within_its_stated_bound_of_the_exact_one(num_bins):
+    from keras_kd import _binning
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(3000, 10)).astype("float32")
+    labels = rng.integers(0, 10, size=3000)
+    labels[:1500] = logits[:1500].argmax(1)  # confident and often right
+    exact = calibration.expected_calibration_error(logits, labels, num_bins,
+                                                   binning="equal_mass", from_logits=True)
+    metric = metrics.ExpectedCalibrationError(num_bins, from_logits=True, binning="equal_mass",
+                                              num_fine_bins=1000)
+    for start in range(0, 3000, 500):
+        metric.update_state(labels[start:start + 500], logits[start:start + 500])
+    bound = float(ops.convert_to_numpy(_binning.equal_mass_error_bound(metric.bin_counts,
+                                                                        num_bins)))
+    assert abs(_result(metric) - exact) <= bound + 1e-6
+    assert bound < 0.1  # a worst case; the actual difference is far smaller
+    assert abs(_result(metric) - exact) < 0.01
+
+
+def test_brier_metric_equals_the_array_function_for_each_output_form():
+    logits, probs, labels, weights = _random_case(5)
+    metric = metrics.BrierScore(from_logits=True)
+    metric.update_state(labels[:60], logits[:60], sample_weight=weights[:60])
+    metric.update_state(labels[60:], logits[60:], sample_weight=weights[60:])
+    expected = calibration.brier_score(logits, labels, from_logits=True, sample_weight=weights)
+    assert _result(metric) == pytest.approx(expected, rel=1e-5)
+    binary = probs[:, 0] / (probs[:, 0] + probs[:, 1])
+    binary_labels = labels % 2
+    for shape in (binary, binary[:, None]):
+        metric = metrics.BrierScore(from_logits=False)
+        metric.update_state(binary_labels, shape)
+        assert _result(metric) == pytest.approx(
+            float(np.mean(2 * (binary.astype(np.float64) - binary_labels) ** 2)), rel=1e-5)
+
+
+def test_keras_cross_entropy_metric_is_the_nll():
+    logits, _, labels, weights = _random_case(6)
+    keras_nll = keras.metrics.SparseCategoricalCrossentropy(from_logits=True)
+    keras_nll.update_state(labels, logits, sample_weight=weights)
+    expected = calibration.negative_log_likelihood(logits, labels, from_logits=True,
+                                                   sample_weight=weights)
+    assert _result(keras_nll) == pytest.approx(expected, rel=1e-5)
+
+
+def test_one_dimensional_binary_predictions_are_n_examples():
+    p = np.array([0.51, 0.45, 0.39, 0.66, 0.68, 0.29, 0.81, 0.85], "float32")
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    assert _ece(labels, p, num_bins=10, from_logits=False) == pytest.approx(0.145, abs=1e-6)
+
+
+def test_every_measure_compiles_and_is_order_free(tmp_path):
+    keras.utils.set_random_seed(0)
+    logits, _, labels, _ = _random_case(7, n=256, num_classes=3)
+    x = logits + np.random.default_rng(0).normal(size=logits.shape).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)])
+    model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[
+                      metrics.ExpectedCalibrationError(from_logits=True),
+                      metrics.ExpectedCalibrationError(from_logits=True, norm="max", name="mce"),
+                      metrics.ExpectedCalibrationError(from_logits=True, norm="l2", name="rmsce"),
+                      metrics.ExpectedCalibrationError(from_logits=True, classwise=True,
+                                                       num_classes=3, name="classwise_ece"),
+                      metrics.ExpectedCalibrationError(from_logits=True, binning="equal_mass",
+                                                       name="ace"),
+                      metrics.BrierScore(from_logits=True),
+                      keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="nll"),
+                  ])
+    stopper = keras.callbacks.EarlyStopping(monitor="val_classwise_ece", patience=5)
+    history = model.fit(x, labels, validation_data=(x, labels), epochs=2, verbose=0,
+                        callbacks=[stopper])
+    predictions = model.predict(x, verbose=0)
+    common = dict(from_logits=True)
+    expected = {
+        "val_ece": calibration.expected_calibration_error(predictions, labels, **common),
+        "val_mce": calibration.expected_calibration_error(predictions, labels, norm="max",
+                                                          **common),
+        "val_rmsce": calibration.expected_calibration_error(predictions, labels, norm="l2",
+                                                            **common),
+        "val_classwise_ece": calibration.expected_calibration_error(predictions, labels,
+                                                                    classwise=True, **common),
+        "val_brier": calibration.brier_score(predictions, labels, **common),
+        "val_nll": calibration.negative_log_likelihood(predictions, labels, **common),
+    }
+    for key, value in expected.items():
+        assert history.history[key][-1] == pytest.approx(value, abs=2e-5), key
+    assert stopper.monitor_op is ops.less

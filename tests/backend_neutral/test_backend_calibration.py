@@ -138,3 +138,33 @@ def test_cached_ensemble_logits_from_a_file_train_like_the_live_ensemble(arrays,
     live = distil(x, y=labels, batch_size=ref.BATCH_SIZE, shuffle=False)
     for actual, expected in zip(from_cache, live):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_classwise_equal_mass_and_brier_metrics_in_compiled_evaluate(arrays):
+    """The issue-15 metrics stream inside each backend's compiled evaluate."""
+    _, student = build_models(arrays)
+    num_classes = int(student.output_shape[-1])
+    student.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[
+            metrics.ExpectedCalibrationError(num_bins=NUM_BINS, from_logits=True,
+                                             classwise=True, num_classes=num_classes,
+                                             name="classwise"),
+            metrics.ExpectedCalibrationError(num_bins=NUM_BINS, from_logits=True,
+                                             binning="equal_mass", name="ace"),
+            metrics.BrierScore(from_logits=True),
+        ],
+    )
+    x, labels = arrays["x"], arrays["labels"]
+    result = student.evaluate(x, labels, batch_size=ref.BATCH_SIZE, verbose=0,
+                              return_dict=True)
+    logits = ref.mlp(ref.student_weights(arrays), x)[1]
+    probs = ref.softmax(logits)
+    one_hot = np.eye(num_classes)[labels]
+    assert result["brier"] == pytest.approx(np.mean(np.sum((probs - one_hot) ** 2, -1)),
+                                            rel=1e-5)
+    classwise = calibration.expected_calibration_error(probs, labels, NUM_BINS, classwise=True)
+    assert result["classwise"] == pytest.approx(classwise, abs=1e-5)
+    exact_ace = calibration.expected_calibration_error(probs, labels, NUM_BINS,
+                                                       binning="equal_mass")
+    assert abs(result["ace"] - exact_ace) < 0.05  # the fine-histogram approximation
