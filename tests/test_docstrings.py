@@ -81,7 +81,7 @@ def _user_namespace():
         labels[redrawn] = rng.integers(0, NUM_CLASSES, int(redrawn.sum()))
         return x, labels
 
-    (x, y), (x_val, y_val), (x_test, _) = (features_and_labels() for _ in range(3))
+    (x, y), (x_val, y_val), (x_test, y_test) = (features_and_labels() for _ in range(3))
     return {
         "keras": keras,
         "np": np,
@@ -96,6 +96,10 @@ def _user_namespace():
         "x_val": x_val,
         "y_val": y_val,
         "x_test": x_test,
+        "y_test": y_test,
+        # Held-out logits, as calibrators are fitted on and applied to.
+        "val_logits": np.asarray(model(x_val)),
+        "test_logits": np.asarray(model(x_test)),
     }
 
 
