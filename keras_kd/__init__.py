@@ -19,7 +19,10 @@ from keras_kd.calibration import reliability_diagram
 from keras_kd.callbacks import ECECallback
 from keras_kd.distiller import Distiller
 from keras_kd.features import FeaturePair
+from keras_kd.losses import DecoupledDistillationLoss
 from keras_kd.losses import DistillationLoss
+from keras_kd.losses import DistillationTerm
+from keras_kd.losses import DISTLoss
 from keras_kd.losses import LabelSmoothingLoss
 from keras_kd.losses import LogitMatchingLoss
 from keras_kd.losses import VirtualTeacherLoss
@@ -38,8 +41,11 @@ def __getattr__(name):
     raise AttributeError(f"module 'keras_kd' has no attribute {name!r}")
 
 __all__ = [
+    "DISTLoss",
+    "DecoupledDistillationLoss",
     "Distiller",
     "DistillationLoss",
+    "DistillationTerm",
     "ECECallback",
     "ExpectedCalibrationError",
     "FeaturePair",

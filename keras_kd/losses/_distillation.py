@@ -12,7 +12,44 @@ from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
 
 
-def distillation_loss(teacher_logits, student_logits, temperature=4.0):
+def standardize_logits(logits):
+    """Logit standardization, `(z - mean_k z) / (1e-7 + std_k z)` per example, float32.
+
+    The standard deviation is the unbiased one (divisor K - 1), as in the authors'
+    code (`torch.std`); `keras.ops.std` would give the population one. Softmax is
+    invariant to the shift but not to the scale, so distilling standardized logits
+    asks the student to match the teacher's *relative* logits whatever its own
+    logit range (Sun et al. 2024).
+
+    Args:
+        logits: tensor of shape (..., K), K >= 2.
+
+    Returns:
+        float32 tensor of shape (..., K) with zero mean and unit unbiased std per row
+        (a constant row becomes all zeros).
+
+    Example:
+        >>> standardize_logits([[1.0, 2.0, 3.0]])  # [[-1, 0, 1]]
+
+    References:
+        Sun et al. Logit Standardization in Knowledge Distillation. CVPR 2024
+        (logit-standardization-KD, `mdistiller/distillers/KD.py::normalize`).
+    """
+    logits = ops.cast(logits, "float32")
+    num_classes = logits.shape[-1]
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(
+            f"`standardize_logits` needs K >= 2 classes on the last axis (the unbiased "
+            f"std divides by K - 1), got logits of shape {tuple(logits.shape)}."
+        )
+    centred = logits - ops.mean(logits, axis=-1, keepdims=True)
+    unbiased_variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / (
+        ops.cast(ops.shape(logits)[-1], "float32") - 1.0
+    )
+    return centred / (1e-7 + ops.sqrt(unbiased_variance))
+
+
+def distillation_loss(teacher_logits, student_logits, temperature=4.0, standardize=False):
     """Hinton's soft-target loss, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
     The `T^2` factor keeps the soft term's gradient, which scales as `1 / T^2`,
@@ -28,18 +65,29 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0):
         teacher_logits: shape (..., K).
         student_logits: shape (..., K).
         temperature: float > 0, default 4.0.
+        standardize: bool, default False. True applies `standardize_logits` to both
+            logits first (Sun et al. 2024: `T^2 KL(softmax(Z(t) / T) || softmax(Z(s) / T))`).
 
     Returns:
         float32 per-example loss, shape (...,).
 
     References:
         Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015.
+        Sun et al. Logit Standardization in Knowledge Distillation. CVPR 2024.
     """
+    teacher_logits, student_logits = _maybe_standardize(teacher_logits, student_logits, standardize)
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     teacher_log_probs = tempered_log_softmax(teacher_logits, temperature)
     student_log_probs = tempered_log_softmax(student_logits, temperature)
     kl = kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
     return (temperature**2) * kl
+
+
+def _maybe_standardize(teacher_logits, student_logits, standardize):
+    """Both logits standardized when `standardize` is True; as given otherwise."""
+    if not _validation.check_bool(standardize, "standardize"):
+        return teacher_logits, student_logits
+    return standardize_logits(teacher_logits), standardize_logits(student_logits)
 
 
 def ensemble_logits(teacher_logits_list, temperature):
@@ -99,6 +147,8 @@ class DistillationLoss(keras.losses.Loss):
     Args:
         temperature: float > 0, default 4.0.
         reduction, name, dtype: as for any `keras.losses.Loss`.
+        standardize: bool, default False: standardize both logits first
+            (`standardize_logits`; Sun et al. 2024, whose default base T is 2).
 
     Example:
         >>> student.compile("adam", loss=DistillationLoss(temperature=4.0))
@@ -109,16 +159,26 @@ class DistillationLoss(keras.losses.Loss):
     """
 
     def __init__(
-        self, temperature=4.0, reduction="sum_over_batch_size", name="distillation_loss", dtype=None
+        self,
+        temperature=4.0,
+        reduction="sum_over_batch_size",
+        name="distillation_loss",
+        dtype=None,
+        standardize=False,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _validation.check_temperature(temperature)
+        self.standardize = _validation.check_bool(standardize, "standardize")
 
     def call(self, y_true, y_pred):
-        return distillation_loss(y_true, y_pred, self.temperature)
+        return distillation_loss(y_true, y_pred, self.temperature, standardize=self.standardize)
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "standardize": self.standardize,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
