@@ -1,4 +1,6 @@
-"""`Distiller`: trains a student from a frozen teacher with Hinton's distillation loss."""
+"""`Distiller`: trains a student from a frozen teacher with one or more distillation terms."""
+
+import math
 
 import keras
 from keras import ops
@@ -7,16 +9,19 @@ from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd import features
 from keras_kd import losses
+from keras_kd.losses._term import term_targets
 from keras_kd.targets import LABELS  # noqa: F401  (re-exported: the cached-target keys)
 from keras_kd.targets import TEACHER_LOGITS
 from keras_kd.targets import TEACHER_MEMBER_LOGITS  # noqa: F401
 from keras_kd.targets import example_weights as _example_weights
 from keras_kd.targets import split_targets
 
-# Logged during `fit` only; `evaluate` runs no teacher, so it reports the student's own
-# compiled loss and metrics, exactly as `student.evaluate` does.
-_TRAINING_ONLY_LOGS = ("student_loss", "distillation_loss")
+# Logged during `fit` only (with each distillation term's name); `evaluate` runs no
+# teacher, so it reports the student's own compiled loss and metrics, exactly as
+# `student.evaluate` does.
+_STUDENT_LOSS_LOG = "student_loss"
 _TRAINING_ONLY_LOG_PREFIX = "feature_loss_"
+_DEFAULT_TEMPERATURE = 4.0
 
 # Hard-label losses that Keras resolves with from_logits=False: they would silently
 # treat the student's logits as probabilities.
@@ -46,14 +51,30 @@ class Distiller(keras.Model):
     `keras.distillation` and the keras.io example among them, use alpha for the
     *hard* term instead. `alpha=0.9` means 90 % soft targets, 10 % hard labels.
 
+    With `distillation_loss` (one term, or a weighted list of terms `D_i` with weights
+    `w_i`, default 1), the soft part is their weighted sum, inside `alpha`:
+
+        L = (1 - alpha) * hard + alpha * sum_i w_i * D_i(z_t, z_s; T) + features
+
+    Hinton's `DistillationLoss` is the default term; `keras_kd.DecoupledDistillationLoss`
+    (DKD), `keras_kd.DISTLoss` (DIST), `DistillationLoss(standardize=True)` (logit
+    standardization) and a user's own `keras_kd.DistillationTerm` or any
+    `keras.losses.Loss` are terms too (see `keras_kd.DistillationTerm` for the
+    contract). Every term follows the Distiller's one temperature `T`.
+
     With `feature_pairs` (hints from intermediate layers; Romero et al. 2015, Zagoruyko
     & Komodakis 2017), each pair adds its own weighted term, outside `alpha`:
 
-        L = (1 - alpha) * hard + alpha * T^2 * KL + sum_i weight_i * feature_loss_i(t_i, r_i(s_i))
+        L = (1 - alpha) * hard + alpha * sum_i w_i D_i + sum_j weight_j * feature_loss_j(t_j, r_j(s_j))
 
-    where `t_i` and `s_i` are the paired teacher and student layers' outputs and `r_i`
+    where `t_j` and `s_j` are the paired teacher and student layers' outputs and `r_j`
     a learnable projection when their shapes differ (see `keras_kd.FeaturePair`). Each
     step still runs one teacher and one student forward.
+
+    `temperature`, `alpha` and `term_weights` are validated properties backed by
+    non-trainable variables: assigning them (by hand, or with
+    `keras_kd.schedules.DistillationSchedule` during `fit`) takes effect at the next
+    step without retracing, and they are saved with the model.
 
     What it guarantees:
 
@@ -66,9 +87,10 @@ class Distiller(keras.Model):
     - The softmaxes and the KL are computed in float32 from `log_softmax`, with no
       clipping, so `mixed_float16` and extreme logits train; the loss is scaled by the
       optimizer's loss scale.
-    - Logs: `loss` (the total), `student_loss` (the hard term, unweighted) and
-      `distillation_loss` (the `T^2 KL` term, unweighted), during training; with
-      feature pairs also `feature_loss_<name>` per pair (unweighted).
+    - Logs: `loss` (the total), `student_loss` (the hard term, unweighted) and each
+      distillation term by its name (unweighted; Hinton's is `distillation_loss`),
+      during training; with feature pairs also `feature_loss_<name>` per pair
+      (unweighted).
 
     Teachers and students must output logits. A Sequential/Functional teacher that
     ends in a softmax is converted exactly (`log p` has the same tempered softmax as
@@ -80,12 +102,19 @@ class Distiller(keras.Model):
         teacher: a `keras.Model`, or a list of them: an ensemble whose tempered
             softmaxes are averaged (Hinton et al. 2015).
         student: the `keras.Model` to train.
-        temperature: T, a finite float > 0, default 4.0.
-        alpha: weight of the distillation term in [0, 1], default 0.9.
+        temperature: T, a finite float > 0. Default: the terms' own temperature
+            (every `DistillationTerm` given must agree), else 4.0.
+        alpha: weight of the distillation terms in [0, 1], default 0.9.
         feature_pairs: list of `keras_kd.FeaturePair`, default None (logits only). Needs
             a single Functional or Sequential teacher and student, and a live teacher
             (not cached logits), since features are not cached.
         name: the model's name.
+        distillation_loss: the distillation term(s): a `keras.losses.Loss`, or a list
+            whose items are a loss or a `(loss, weight)` pair, weight a finite float
+            >= 0. Default None: Hinton's `DistillationLoss(temperature)`. Term names
+            (their `name`) must differ: they are the log keys.
+        standardize: bool, default False: logit standardization in the default
+            Hinton term (Sun et al. 2024). Set it on the term when you pass one.
 
     Example:
         >>> distiller = Distiller(teacher=teacher, student=student, temperature=4.0, alpha=0.9)
@@ -96,6 +125,12 @@ class Distiller(keras.Model):
         ... )
         >>> distiller.fit(x_train, y_train, epochs=3)
         >>> distiller.student.save("student.keras")  # ship the student alone
+
+    Several terms, weighted:
+
+        >>> Distiller(teacher, student, alpha=0.5, distillation_loss=[
+        ...     keras_kd.DecoupledDistillationLoss(temperature=4.0),
+        ...     (keras_kd.DISTLoss(temperature=4.0), 2.0)])
 
     Precomputed teacher logits (offline distillation) skip the teacher forward:
     pass `y = {"labels": labels, "teacher_logits": logits}` to `fit`, as
@@ -111,10 +146,12 @@ class Distiller(keras.Model):
         self,
         teacher,
         student,
-        temperature=4.0,
+        temperature=None,
         alpha=0.9,
         feature_pairs=None,
         name="distiller",
+        distillation_loss=None,
+        standardize=False,
         **kwargs,
     ):
         if "dtype" not in kwargs and _computes_in_float16(student):
@@ -129,8 +166,20 @@ class Distiller(keras.Model):
                 f"`student` must be a keras.Model, got {student!r} of type "
                 f"{type(student).__name__}."
             )
-        self.temperature = _validation.check_temperature(temperature)
-        self.alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
+        weighted_terms = _as_weighted_terms(distillation_loss)
+        temperature = _resolve_temperature(temperature, weighted_terms)
+        standardize = _validation.check_bool(standardize, "standardize")
+        if weighted_terms is None:
+            weighted_terms = [
+                (losses.DistillationLoss(temperature=temperature, standardize=standardize), 1.0)
+            ]
+        elif standardize:
+            raise ValueError(
+                "`standardize=True` applies to the default Hinton term; with "
+                "`distillation_loss` given, set it on the term instead, e.g. "
+                "DistillationLoss(standardize=True) or DecoupledDistillationLoss(standardize=True)."
+            )
+        alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
         _teacher.check_compatible(teachers, student)
         feature_pairs = features.check_feature_pairs(feature_pairs)
         if feature_pairs and len(teachers) > 1:
@@ -146,15 +195,116 @@ class Distiller(keras.Model):
             else None
         )
         self._teacher_is_ensemble = isinstance(teacher, (list, tuple))
+        self._default_term = distillation_loss is None
+        self._standardize = standardize
         self.teachers = [_teacher.freeze(model) for model in teachers]
         self.student = student
-        self._distillation_loss = losses.DistillationLoss(temperature=self.temperature)
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._terms = [term for term, _ in weighted_terms]
+        # Non-trainable variables, read inside the train step: an assignment takes
+        # effect at the next step without retracing, and they are saved with the model.
+        self._temperature_variable = self._hyperparameter("temperature", temperature)
+        self._alpha_variable = self._hyperparameter("alpha", alpha)
+        self._term_weight_variables = [
+            self._hyperparameter(f"{term.name}_weight", weight) for term, weight in weighted_terms
+        ]
+        # Python mirrors: what the properties and get_config report (the variables hold
+        # float32 roundings), and what decisions taken while tracing read.
+        self._temperature_value = temperature
+        self._alpha_value = alpha
+        self._term_weight_values = [weight for _, weight in weighted_terms]
+        self._trained_without_labels = False
+        self.student_loss_tracker = keras.metrics.Mean(name=_STUDENT_LOSS_LOG)
+        self.term_loss_trackers = [keras.metrics.Mean(name=term.name) for term in self._terms]
         self.feature_pairs = feature_pairs
         self._feature_hints = feature_hints
         if getattr(student, "built", False):
             self.built = True
+
+    def _hyperparameter(self, name, value):
+        return self.add_weight(
+            shape=(),
+            dtype="float32",
+            initializer=keras.initializers.Constant(value),
+            trainable=False,
+            autocast=False,
+            name=name,
+        )
+
+    # --- hyperparameters: validated, effective at the next step, saved ---------------
+
+    @property
+    def temperature(self):
+        """T, shared by every distillation term (and an ensemble's fold); float > 0."""
+        return self._temperature_value
+
+    @temperature.setter
+    def temperature(self, value):
+        value = _validation.check_temperature(value)
+        self._sync_training_state()
+        self._temperature_variable.assign(value)
+        self._temperature_value = value
+        for term in self._terms:
+            if isinstance(term, losses.DistillationTerm):
+                # Keeps each term's config (saved with the Distiller) equal to T.
+                term.temperature = value
+
+    @property
+    def alpha(self):
+        """Weight of the distillation terms in [0, 1]; `1 - alpha` weighs the hard loss."""
+        return self._alpha_value
+
+    @alpha.setter
+    def alpha(self, value):
+        value = _validation.check_in_range(value, "alpha", 0.0, 1.0)
+        if value < 1.0 and self.compiled and self._compile_loss is None:
+            _check_hard_loss(None, value)
+        if value < 1.0 and self._trained_without_labels:
+            raise ValueError(
+                f"`alpha` = {value!r} < 1 needs labels for the hard loss, but this Distiller "
+                "trains on targets without labels (soft targets only). Keep alpha = 1.0."
+            )
+        self._sync_training_state()
+        self._alpha_variable.assign(value)
+        self._alpha_value = value
+
+    @property
+    def term_weights(self):
+        """Each distillation term's weight `w_i` by term name (a dict of floats >= 0).
+
+        Assign a dict with some or all names to change them, e.g.
+        `distiller.term_weights = {"dist_loss": 2.0}`.
+        """
+        return {term.name: weight for term, weight in zip(self._terms, self._term_weight_values)}
+
+    @term_weights.setter
+    def term_weights(self, weights):
+        names = [term.name for term in self._terms]
+        if not isinstance(weights, dict) or set(weights) - set(names):
+            raise ValueError(
+                f"`term_weights` must be a dict keyed by term name, some of {names}; "
+                f"got {weights!r}."
+            )
+        checked = {name: _check_term_weight(value, name) for name, value in weights.items()}
+        self._sync_training_state()
+        for name, value in checked.items():
+            index = names.index(name)
+            self._term_weight_variables[index].assign(value)
+            self._term_weight_values[index] = value
+
+    @property
+    def distillation_terms(self):
+        """The distillation terms by name (their `name`), in order."""
+        return {term.name: term for term in self._terms}
+
+    def _sync_training_state(self):
+        # Under JAX, `fit` keeps the variables' values in its own state between steps
+        # and writes them back at the end of the epoch; `jax_state_sync` (public on
+        # Keras' JAX trainer, what `Callback.model` calls) writes them now, so that a
+        # value read or assigned mid-epoch is the current one and the next step
+        # re-reads the state. A no-op on the other backends and outside `fit`.
+        sync = getattr(self, "jax_state_sync", None)
+        if sync is not None:
+            sync()
 
     @property
     def teacher(self):
@@ -192,7 +342,7 @@ class Distiller(keras.Model):
     @loss.setter
     def loss(self, loss):
         # Keras' Trainer.__init__ sets `loss = None` before `alpha` exists.
-        alpha = getattr(self, "alpha", None)
+        alpha = getattr(self, "_alpha_value", None)
         if alpha is not None:
             _check_hard_loss(loss, alpha)
         self._hard_loss = loss
@@ -206,7 +356,7 @@ class Distiller(keras.Model):
 
     @compiled.setter
     def compiled(self, compiled):
-        alpha = getattr(self, "alpha", None)
+        alpha = getattr(self, "_alpha_value", None)
         if compiled and alpha is not None and self._compile_loss is None:
             _check_hard_loss(None, alpha)
         self._compiled = compiled
@@ -220,7 +370,7 @@ class Distiller(keras.Model):
         which calls it); the TensorFlow `train_step` calls the same
         `_distillation_objective`.
         """
-        labels, teacher_logits = split_targets(y, self.temperature)
+        labels, teacher_logits = split_targets(y, self._temperature_variable.value)
         sample_weight = _example_weights(sample_weight)
         if not training:
             return self._student_loss(labels, y_pred, sample_weight) + self._regularization()
@@ -233,7 +383,9 @@ class Distiller(keras.Model):
         """(teacher logits, teacher features or None): one teacher forward, or the cache."""
         if self._feature_hints is None:
             if cached_logits is None:
-                cached_logits = _teacher.teacher_logits(self.teachers, x, self.temperature)
+                cached_logits = _teacher.teacher_logits(
+                    self.teachers, x, self._temperature_variable.value
+                )
             return cached_logits, None
         if cached_logits is not None:
             raise ValueError(
@@ -248,7 +400,7 @@ class Distiller(keras.Model):
     def _distillation_objective(
         self, labels, student_logits, teacher_logits, sample_weight, teacher_features=None
     ):
-        """`(1 - alpha) * hard + alpha * T^2 KL + sum_i w_i * feature_i + regularization`.
+        """`(1 - alpha) * hard + alpha * sum_i w_i D_i + sum_j w_j * feature_j + regularization`.
 
         Updates the trackers. The student's features come from the training forward of
         `call` just before; `teacher_features` from `_teacher_targets`.
@@ -259,14 +411,27 @@ class Distiller(keras.Model):
                 f"{tuple(teacher_logits.shape)} do not match the student's output shape "
                 f"{tuple(student_logits.shape)}: they must have the same number of classes."
             )
-        soft = self._distillation_loss(teacher_logits, student_logits, sample_weight)
-        total = self.alpha * soft + self._regularization()
+        temperature = self._temperature_variable.value
+        alpha = self._alpha_variable.value
         batch_size = ops.shape(student_logits)[0]
-        if self.alpha < 1.0:
-            hard = self._student_loss(labels, student_logits, sample_weight)
-            total = total + (1.0 - self.alpha) * hard
-            self.student_loss_tracker.update_state(_unscale(hard), sample_weight=batch_size)
-        self.distillation_loss_tracker.update_state(_unscale(soft), sample_weight=batch_size)
+        soft = ops.zeros((), dtype="float32")
+        for term, weight, tracker in zip(
+            self._terms, self._term_weight_variables, self.term_loss_trackers
+        ):
+            value = _term_loss(term, labels, teacher_logits, student_logits, sample_weight, temperature)
+            soft = soft + weight.value * value
+            tracker.update_state(_unscale(value), sample_weight=batch_size)
+        total = alpha * soft + self._regularization()
+        if self._compile_loss is not None:
+            if labels is None:
+                if self._alpha_value < 1.0:
+                    self._student_loss(labels, student_logits, sample_weight)  # raises
+                # Decided while tracing: `alpha` may not drop below 1 afterwards.
+                self._trained_without_labels = True
+            else:
+                hard = self._student_loss(labels, student_logits, sample_weight)
+                total = total + (1.0 - alpha) * hard
+                self.student_loss_tracker.update_state(_unscale(hard), sample_weight=batch_size)
         if self._feature_hints is not None:
             hint_losses = self._feature_hints.hint_losses(teacher_features, sample_weight)
             for pair, tracker, hint_loss in hint_losses:
@@ -296,7 +461,7 @@ class Distiller(keras.Model):
         return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        labels, _ = split_targets(y, self.temperature)
+        labels, _ = split_targets(y, self._temperature_variable.value)
         sample_weight = _example_weights(sample_weight)
         return super().compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 
@@ -310,7 +475,7 @@ class Distiller(keras.Model):
 
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
             sample_weight = _example_weights(sample_weight)
-            labels, teacher_logits = split_targets(y, self.temperature)
+            labels, teacher_logits = split_targets(y, self._temperature_variable.value)
             teacher_logits, teacher_features = self._teacher_targets(x, teacher_logits)
             with tf.GradientTape() as tape:
                 student_logits = self(x, training=True)
@@ -331,8 +496,8 @@ class Distiller(keras.Model):
         result = super().test_step(*args, **kwargs)
         if isinstance(result, tuple):
             logs, state = result
-            return _without_training_only_logs(logs), state
-        return _without_training_only_logs(result)
+            return self._without_training_only_logs(logs), state
+        return self._without_training_only_logs(result)
 
     def evaluate(self, *args, **kwargs):
         # Keras takes the final results from `get_metrics_result()` (read across
@@ -348,8 +513,16 @@ class Distiller(keras.Model):
     def get_metrics_result(self):
         result = super().get_metrics_result()
         if getattr(self, "_evaluating", False):
-            return _without_training_only_logs(result)
+            return self._without_training_only_logs(result)
         return result
+
+    def _without_training_only_logs(self, logs):
+        training_only = {_STUDENT_LOSS_LOG, *(term.name for term in self._terms)}
+        return {
+            key: value
+            for key, value in logs.items()
+            if key not in training_only and not key.startswith(_TRAINING_ONLY_LOG_PREFIX)
+        }
 
     # --- serialization ------------------------------------------------------------
 
@@ -363,6 +536,13 @@ class Distiller(keras.Model):
             "temperature": self.temperature,
             "alpha": self.alpha,
             "feature_pairs": [keras.saving.serialize_keras_object(p) for p in self.feature_pairs],
+            "distillation_loss": None
+            if self._default_term
+            else [
+                {"loss": keras.saving.serialize_keras_object(term), "weight": weight}
+                for term, weight in zip(self._terms, self.term_weights.values())
+            ],
+            "standardize": self._standardize,
         }
 
     @classmethod
@@ -378,7 +558,19 @@ class Distiller(keras.Model):
             keras.saving.deserialize_keras_object(pair, custom_objects)
             for pair in config.pop("feature_pairs", None) or []
         ]
-        return cls(teacher=teacher, student=student, feature_pairs=feature_pairs, **config)
+        terms = config.pop("distillation_loss", None)
+        if terms is not None:
+            terms = [
+                (keras.saving.deserialize_keras_object(item["loss"], custom_objects), item["weight"])
+                for item in terms
+            ]
+        return cls(
+            teacher=teacher,
+            student=student,
+            feature_pairs=feature_pairs,
+            distillation_loss=terms,
+            **config,
+        )
 
 
 def _computes_in_float16(model):
@@ -413,12 +605,81 @@ def _unscale(loss):
     return loss
 
 
-def _without_training_only_logs(logs):
-    return {
-        key: value
-        for key, value in logs.items()
-        if key not in _TRAINING_ONLY_LOGS and not key.startswith(_TRAINING_ONLY_LOG_PREFIX)
+def _term_loss(term, labels, teacher_logits, student_logits, sample_weight, temperature):
+    """One distillation term's reduced loss, float32 (the contract of `DistillationTerm`)."""
+    if isinstance(term, losses.DistillationTerm):
+        value = term.distill(labels, teacher_logits, student_logits, sample_weight, temperature)
+    else:
+        y_true = term_targets(term, labels, teacher_logits)
+        value = term(y_true, student_logits, sample_weight=sample_weight)
+    return ops.cast(value, "float32")
+
+
+def _as_weighted_terms(distillation_loss):
+    """`distillation_loss` as a list of (loss, weight), or None for the default term."""
+    if distillation_loss is None:
+        return None
+    items = distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
+    if isinstance(distillation_loss, tuple) and len(distillation_loss) == 2 and not isinstance(
+        distillation_loss[1], keras.losses.Loss
+    ):
+        items = [distillation_loss]  # one (loss, weight) pair
+    if not items:
+        raise ValueError("`distillation_loss` must name at least one term, got [].")
+    weighted = []
+    for index, item in enumerate(items):
+        loss, weight = item if isinstance(item, (list, tuple)) and len(item) == 2 else (item, 1.0)
+        if not isinstance(loss, keras.losses.Loss):
+            raise ValueError(
+                f"`distillation_loss[{index}]` must be a keras.losses.Loss (e.g. "
+                f"keras_kd.DecoupledDistillationLoss()) or a (loss, weight) pair, got {item!r}."
+            )
+        weighted.append((loss, _check_term_weight(weight, loss.name)))
+    names = [loss.name for loss, _ in weighted]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    reserved = sorted(set(names) & {"loss", _STUDENT_LOSS_LOG})
+    if repeated or reserved:
+        raise ValueError(
+            f"Distillation term names are their log keys and must differ from each other "
+            f"and from 'loss' and 'student_loss'; got {names}. Pass `name=` to the terms."
+        )
+    return weighted
+
+
+def _check_term_weight(weight, name):
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+        math.isfinite(weight) and weight >= 0
+    ):
+        raise ValueError(
+            f"The weight of distillation term {name!r} must be a finite number >= 0, "
+            f"got {weight!r}."
+        )
+    return float(weight)
+
+
+def _resolve_temperature(temperature, weighted_terms):
+    """The Distiller's T: given, or the terms' common one, or 4.0; never two values."""
+    own = {
+        loss.name: loss.temperature
+        for loss, _ in weighted_terms or []
+        if isinstance(loss, losses.DistillationTerm)
     }
+    if temperature is not None:
+        temperature = _validation.check_temperature(temperature)
+        differing = {name: value for name, value in own.items() if value != temperature}
+        if differing:
+            raise ValueError(
+                f"`temperature`={temperature!r} differs from the temperature of the terms "
+                f"{differing}: every term follows the Distiller's one temperature. Give it "
+                "once, on the terms or as `temperature`."
+            )
+        return temperature
+    if len(set(own.values())) > 1:
+        raise ValueError(
+            f"The distillation terms have different temperatures {own}, but a Distiller "
+            "has one temperature, which every term follows. Construct them with the same one."
+        )
+    return next(iter(own.values()), _DEFAULT_TEMPERATURE)
 
 
 def _check_hard_loss(loss, alpha):

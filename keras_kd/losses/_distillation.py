@@ -10,6 +10,7 @@ from keras_kd.losses._core import PACKAGE
 from keras_kd.losses._core import check_same_shape
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
+from keras_kd.losses._term import DistillationTerm
 
 
 def standardize_logits(logits):
@@ -137,12 +138,13 @@ def logit_matching_loss(teacher_logits, student_logits):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class DistillationLoss(keras.losses.Loss):
+class DistillationLoss(DistillationTerm):
     """`T^2 * KL(softmax(t / T) || softmax(s / T))` with teacher logits as `y_true`.
 
     Computed from `log_softmax` in float32 with no clipping (see
     `keras_kd.losses.distillation_loss`). Makes offline distillation a one-line
-    compile: precompute the teacher's logits and fit on them.
+    compile: precompute the teacher's logits and fit on them. It is also the
+    `Distiller`'s default term (a `keras_kd.DistillationTerm`).
 
     Args:
         temperature: float > 0, default 4.0.
@@ -166,19 +168,16 @@ class DistillationLoss(keras.losses.Loss):
         dtype=None,
         standardize=False,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = _validation.check_temperature(temperature)
+        super().__init__(temperature=temperature, name=name, reduction=reduction, dtype=dtype)
         self.standardize = _validation.check_bool(standardize, "standardize")
 
-    def call(self, y_true, y_pred):
-        return distillation_loss(y_true, y_pred, self.temperature, standardize=self.standardize)
+    def compute(self, teacher_logits, student_logits, temperature, labels=None):
+        return distillation_loss(
+            teacher_logits, student_logits, temperature, standardize=self.standardize
+        )
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "temperature": self.temperature,
-            "standardize": self.standardize,
-        }
+        return {**super().get_config(), "standardize": self.standardize}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
