@@ -461,7 +461,10 @@ class Distiller(keras.Model):
         return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        labels, _ = split_targets(y, self._temperature_variable.value)
+        # Only the labels are used: an ensemble's cached logits are folded at an arbitrary
+        # temperature and dropped (JAX runs this outside the scope holding the
+        # Distiller's variables, so the temperature variable cannot be read here).
+        labels, _ = split_targets(y, 1.0)
         sample_weight = _example_weights(sample_weight)
         return super().compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 

@@ -97,6 +97,10 @@ class DistillationSchedule(keras.callbacks.Callback):
     def __init__(self, alpha=None, temperature=None, term_weights=None, unit="epoch"):
         super().__init__()
         self.unit = _validation.check_choice(unit, "unit", _UNITS)
+        if term_weights is not None and not isinstance(term_weights, dict):
+            raise ValueError(
+                f"`term_weights` must be a dict of term name -> schedule, got {term_weights!r}."
+            )
         schedules = {"alpha": alpha, "temperature": temperature}
         for name, schedule in {**schedules, **(term_weights or {})}.items():
             if schedule is not None and not callable(schedule):
@@ -104,10 +108,6 @@ class DistillationSchedule(keras.callbacks.Callback):
                     f"The schedule for {name!r} must be callable (t -> value), e.g. "
                     f"LinearWarmup(1.0, 20), got {schedule!r}."
                 )
-        if term_weights is not None and not isinstance(term_weights, dict):
-            raise ValueError(
-                f"`term_weights` must be a dict of term name -> schedule, got {term_weights!r}."
-            )
         if alpha is None and temperature is None and not term_weights:
             raise ValueError("DistillationSchedule needs at least one schedule; got none.")
         self.schedules = {name: s for name, s in schedules.items() if s is not None}
