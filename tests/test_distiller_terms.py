@@ -263,3 +263,23 @@ def test_single_term_takes_its_own_temperature():
     distiller = Distiller(make_mlp(1), make_mlp(2), distillation_loss=keras_kd.DISTLoss(1.0))
     assert distiller.temperature == 1.0
     assert Distiller(make_mlp(1), make_mlp(2)).temperature == 4.0
+
+
+class TemperatureEcho(keras_kd.DistillationTerm):
+    """A DistillationTerm subclass whose per-example loss is the temperature it receives."""
+
+    def __init__(self, temperature=3.0, name="echo", **kwargs):
+        super().__init__(temperature=temperature, name=name, **kwargs)
+
+    def compute(self, teacher_logits, student_logits, temperature, labels=None):
+        return keras.ops.zeros_like(student_logits[:, 0]) + temperature
+
+
+def test_a_distillation_term_subclass_follows_the_distillers_temperature():
+    distiller = compiled(Distiller(make_mlp(1), make_mlp(2), distillation_loss=TemperatureEcho()))
+    assert one_step_logs(distiller, X, Y)["echo"] == pytest.approx(3.0)
+    distiller.temperature = 7.5
+    assert one_step_logs(distiller, X, Y)["echo"] == pytest.approx(7.5)
+    # Standalone, the term uses its own temperature (kept equal to the Distiller's).
+    term = distiller.distillation_terms["echo"]
+    assert float(term(np.zeros((2, 3)), np.zeros((2, 3)))) == pytest.approx(7.5)
