@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_kd import _keras_compat
 from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd import features
@@ -256,7 +257,7 @@ class Distiller(keras.Model):
     @alpha.setter
     def alpha(self, value):
         value = _validation.check_in_range(value, "alpha", 0.0, 1.0)
-        if value < 1.0 and self.compiled and self._compile_loss is None:
+        if value < 1.0 and self.compiled and _keras_compat.compiled_loss(self) is None:
             _check_hard_loss(None, value)
         if value < 1.0 and self._trained_without_labels:
             raise ValueError(
@@ -357,7 +358,7 @@ class Distiller(keras.Model):
     @compiled.setter
     def compiled(self, compiled):
         alpha = getattr(self, "_alpha_value", None)
-        if compiled and alpha is not None and self._compile_loss is None:
+        if compiled and alpha is not None and _keras_compat.compiled_loss(self) is None:
             _check_hard_loss(None, alpha)
         self._compiled = compiled
 
@@ -422,7 +423,7 @@ class Distiller(keras.Model):
             soft = soft + weight.value * value
             tracker.update_state(_unscale(value), sample_weight=batch_size)
         total = alpha * soft + self._regularization()
-        if self._compile_loss is not None:
+        if _keras_compat.compiled_loss(self) is not None:
             if labels is None:
                 if self._alpha_value < 1.0:
                     self._student_loss(labels, student_logits, sample_weight)  # raises
@@ -440,22 +441,22 @@ class Distiller(keras.Model):
         return total
 
     def _student_loss(self, labels, student_logits, sample_weight):
-        if self._compile_loss is None:
+        compiled_loss = _keras_compat.compiled_loss(self)
+        if compiled_loss is None:
             return ops.zeros((), dtype="float32")
         if labels is None:
             raise ValueError(
                 "The Distiller needs labels for its hard-label loss (alpha < 1); got y=None. "
                 "Pass labels, or use alpha=1.0 with compile(loss=None) for soft targets only."
             )
-        return ops.cast(self._compile_loss(labels, student_logits, sample_weight), "float32")
+        return ops.cast(compiled_loss(labels, student_logits, sample_weight), "float32")
 
     def _regularization(self):
         # The student's own losses only: a teacher's activity regularizers must not
-        # leak into the student's objective or its logged loss. Keras' JAX trainer runs
-        # `call` (the student alone) in a stateless scope and hands its losses over in
-        # `_losses_override`; read later, outside that scope, `student.losses` would
-        # drop the activity regularizers (tests/backend_neutral checks both backends).
-        student_losses = getattr(self, "_losses_override", None) or self.student.losses
+        # leak into the student's objective or its logged loss. Under JAX the forward's
+        # losses come from the stateless call (see `_keras_compat`; tests/backend_neutral
+        # checks both backends).
+        student_losses = _keras_compat.losses_in_stateless_call(self) or self.student.losses
         if not student_losses:
             return ops.zeros((), dtype="float32")
         return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
@@ -485,7 +486,7 @@ class Distiller(keras.Model):
                 loss = self._distillation_objective(
                     labels, student_logits, teacher_logits, sample_weight, teacher_features
                 )
-                self._loss_tracker.update_state(
+                _keras_compat.loss_tracker(self).update_state(
                     _unscale(loss), sample_weight=tf.shape(student_logits)[0]
                 )
                 scaled_loss = self.optimizer.scale_loss(loss)
@@ -528,6 +529,21 @@ class Distiller(keras.Model):
         }
 
     # --- serialization ------------------------------------------------------------
+
+    def save(self, *args, **kwargs):
+        """As `keras.Model.save`, without the teachers' own optimizer state.
+
+        A teacher compiled and trained before distillation carries its optimizer; its
+        state is stale (the teacher is frozen) and the Distiller's file holds what the
+        Distiller needs to resume: the student, projections and its own optimizer.
+        """
+        with _keras_compat.without_optimizers(self.teachers):
+            return super().save(*args, **kwargs)
+
+    def save_weights(self, *args, **kwargs):
+        """As `keras.Model.save_weights`, without the teachers' own optimizer state."""
+        with _keras_compat.without_optimizers(self.teachers):
+            return super().save_weights(*args, **kwargs)
 
     def get_config(self):
         teachers = [_serialize_model(model) for model in self.teachers]
