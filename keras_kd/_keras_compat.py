@@ -78,3 +78,13 @@ def without_optimizers(models):
         for model, optimizer in saved:
             if optimizer is not None:
                 object.__setattr__(model, "optimizer", optimizer)
+
+
+def output_layers(model):
+    """The layer that produces each of a Functional model's outputs, in output order.
+
+    Relies on: every Keras 3 symbolic tensor carrying `_keras_history` (operation,
+    node index, tensor index), as `Functional` uses to rebuild its graph; there is no
+    public map from an output to its layer.
+    """
+    return [output._keras_history.operation for output in model.outputs]

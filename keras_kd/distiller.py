@@ -63,6 +63,10 @@ class Distiller(keras.Model):
     `keras.losses.Loss` are terms too (see `keras_kd.DistillationTerm` for the
     contract). Every term follows the Distiller's one temperature `T`.
 
+    Teacher and student with the same several outputs (Functional, list or dict of
+    logits) distil output by output, `hard` being the compiled (list or dict) loss and
+    the soft part `sum_o sum_i w_oi D_oi` over the outputs' terms.
+
     With `feature_pairs` (hints from intermediate layers; Romero et al. 2015, Zagoruyko
     & Komodakis 2017), each pair adds its own weighted term, outside `alpha`:
 
@@ -113,7 +117,9 @@ class Distiller(keras.Model):
         distillation_loss: the distillation term(s): a `keras.losses.Loss`, or a list
             whose items are a loss or a `(loss, weight)` pair, weight a finite float
             >= 0. Default None: Hinton's `DistillationLoss(temperature)`. Term names
-            (their `name`) must differ: they are the log keys.
+            (their `name`) must differ: they are the log keys. For a multi-output
+            student: a dict from output name to such a value, or None to skip the
+            output (outputs left out are skipped); logs are `<output>_<name>`.
         standardize: bool, default False: logit standardization in the default
             Hinton term (Sun et al. 2024). Set it on the term when you pass one.
 
@@ -167,12 +173,15 @@ class Distiller(keras.Model):
                 f"`student` must be a keras.Model, got {student!r} of type "
                 f"{type(student).__name__}."
             )
-        weighted_terms = _as_weighted_terms(distillation_loss)
-        temperature = _resolve_temperature(temperature, weighted_terms)
+        output_names = _multi_output_names(student)
         standardize = _validation.check_bool(standardize, "standardize")
-        if weighted_terms is None:
-            weighted_terms = [
-                (losses.DistillationLoss(temperature=temperature, standardize=standardize), 1.0)
+        # (output index or None, term, weight, log name) for every distillation term.
+        entries = _term_entries(distillation_loss, output_names)
+        temperature = _resolve_temperature(temperature, [(term, w) for _, term, w, _ in entries])
+        if distillation_loss is None:
+            entries = [
+                (index, losses.DistillationLoss(temperature, standardize=standardize), 1.0, log)
+                for index, _, _, log in entries
             ]
         elif standardize:
             raise ValueError(
@@ -181,7 +190,10 @@ class Distiller(keras.Model):
                 "DistillationLoss(standardize=True) or DecoupledDistillationLoss(standardize=True)."
             )
         alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
-        _teacher.check_compatible(teachers, student)
+        if output_names:
+            _check_multi_output(teachers, student, output_names, feature_pairs)
+        else:
+            _teacher.check_compatible(teachers, student)
         feature_pairs = features.check_feature_pairs(feature_pairs)
         if feature_pairs and len(teachers) > 1:
             # Checked before anything is frozen: a rejected Distiller changes nothing.
@@ -200,22 +212,25 @@ class Distiller(keras.Model):
         self._standardize = standardize
         self.teachers = [_teacher.freeze(model) for model in teachers]
         self.student = student
-        self._terms = [term for term, _ in weighted_terms]
+        self._output_names = output_names
+        self._terms = [term for _, term, _, _ in entries]
+        self._term_outputs = [index for index, _, _, _ in entries]
+        self._term_log_names = [log for _, _, _, log in entries]
         # Non-trainable variables, read inside the train step: an assignment takes
         # effect at the next step without retracing, and they are saved with the model.
         self._temperature_variable = self._hyperparameter("temperature", temperature)
         self._alpha_variable = self._hyperparameter("alpha", alpha)
         self._term_weight_variables = [
-            self._hyperparameter(f"{term.name}_weight", weight) for term, weight in weighted_terms
+            self._hyperparameter(f"{log}_weight", weight) for _, _, weight, log in entries
         ]
         # Python mirrors: what the properties and get_config report (the variables hold
         # float32 roundings), and what decisions taken while tracing read.
         self._temperature_value = temperature
         self._alpha_value = alpha
-        self._term_weight_values = [weight for _, weight in weighted_terms]
+        self._term_weight_values = [weight for _, _, weight, _ in entries]
         self._trained_without_labels = False
         self.student_loss_tracker = keras.metrics.Mean(name=_STUDENT_LOSS_LOG)
-        self.term_loss_trackers = [keras.metrics.Mean(name=term.name) for term in self._terms]
+        self.term_loss_trackers = [keras.metrics.Mean(name=log) for log in self._term_log_names]
         self.feature_pairs = feature_pairs
         self._feature_hints = feature_hints
         if getattr(student, "built", False):
@@ -275,11 +290,11 @@ class Distiller(keras.Model):
         Assign a dict with some or all names to change them, e.g.
         `distiller.term_weights = {"dist_loss": 2.0}`.
         """
-        return {term.name: weight for term, weight in zip(self._terms, self._term_weight_values)}
+        return dict(zip(self._term_log_names, self._term_weight_values))
 
     @term_weights.setter
     def term_weights(self, weights):
-        names = [term.name for term in self._terms]
+        names = list(self._term_log_names)
         if not isinstance(weights, dict) or set(weights) - set(names):
             raise ValueError(
                 f"`term_weights` must be a dict keyed by term name, some of {names}; "
@@ -294,8 +309,8 @@ class Distiller(keras.Model):
 
     @property
     def distillation_terms(self):
-        """The distillation terms by name (their `name`), in order."""
-        return {term.name: term for term in self._terms}
+        """The distillation terms by log name (`<output>_<name>` for multi-output), in order."""
+        return dict(zip(self._term_log_names, self._terms))
 
     def _sync_training_state(self):
         # Under JAX, `fit` keeps the variables' values in its own state between steps
@@ -345,7 +360,7 @@ class Distiller(keras.Model):
         # Keras' Trainer.__init__ sets `loss = None` before `alpha` exists.
         alpha = getattr(self, "_alpha_value", None)
         if alpha is not None:
-            _check_hard_loss(loss, alpha)
+            _check_hard_loss(loss, alpha, getattr(self, "_output_names", None))
         self._hard_loss = loss
 
     # Keras' compile skips the `loss` assignment when loss=None, but always ends with
@@ -382,6 +397,15 @@ class Distiller(keras.Model):
 
     def _teacher_targets(self, x, cached_logits):
         """(teacher logits, teacher features or None): one teacher forward, or the cache."""
+        if self._output_names:
+            if cached_logits is not None:
+                raise ValueError(
+                    f"`y` carries cached teacher logits ({TEACHER_LOGITS!r}), but the "
+                    f"student has several outputs {self._output_names}: the cache holds one "
+                    "logits tensor. Pass the labels as `y` and let the teacher run."
+                )
+            outputs = keras.tree.flatten(self.teachers[0](x, training=False))
+            return [ops.stop_gradient(ops.cast(output, "float32")) for output in outputs], None
         if self._feature_hints is None:
             if cached_logits is None:
                 cached_logits = _teacher.teacher_logits(
@@ -406,20 +430,32 @@ class Distiller(keras.Model):
         Updates the trackers. The student's features come from the training forward of
         `call` just before; `teacher_features` from `_teacher_targets`.
         """
-        if teacher_logits.shape[-1] != student_logits.shape[-1]:
-            raise ValueError(
-                f"Teacher logits (`y[{TEACHER_LOGITS!r}]` when cached) of shape "
-                f"{tuple(teacher_logits.shape)} do not match the student's output shape "
-                f"{tuple(student_logits.shape)}: they must have the same number of classes."
-            )
+        teacher_outputs = keras.tree.flatten(teacher_logits)
+        student_outputs = keras.tree.flatten(student_logits)
+        for teacher_output, student_output in zip(teacher_outputs, student_outputs):
+            if teacher_output.shape[-1] != student_output.shape[-1]:
+                raise ValueError(
+                    f"Teacher logits (`y[{TEACHER_LOGITS!r}]` when cached) of shape "
+                    f"{tuple(teacher_output.shape)} do not match the student's output shape "
+                    f"{tuple(student_output.shape)}: they must have the same number of classes."
+                )
         temperature = self._temperature_variable.value
         alpha = self._alpha_variable.value
-        batch_size = ops.shape(student_logits)[0]
+        batch_size = ops.shape(student_outputs[0])[0]
         soft = ops.zeros((), dtype="float32")
-        for term, weight, tracker in zip(
-            self._terms, self._term_weight_variables, self.term_loss_trackers
+        for output, term, weight, tracker in zip(
+            self._term_outputs, self._terms, self._term_weight_variables, self.term_loss_trackers
         ):
-            value = _term_loss(term, labels, teacher_logits, student_logits, sample_weight, temperature)
+            if output is None:
+                term_inputs = (labels, teacher_logits, student_logits, sample_weight)
+            else:  # one output of a multi-output model
+                term_inputs = (
+                    _output_of(labels, output),
+                    teacher_outputs[output],
+                    student_outputs[output],
+                    _output_of(sample_weight, output),
+                )
+            value = _term_loss(term, *term_inputs, temperature)
             soft = soft + weight.value * value
             tracker.update_state(_unscale(value), sample_weight=batch_size)
         total = alpha * soft + self._regularization()
@@ -487,7 +523,7 @@ class Distiller(keras.Model):
                     labels, student_logits, teacher_logits, sample_weight, teacher_features
                 )
                 _keras_compat.loss_tracker(self).update_state(
-                    _unscale(loss), sample_weight=tf.shape(student_logits)[0]
+                    _unscale(loss), sample_weight=tf.shape(keras.tree.flatten(student_logits)[0])[0]
                 )
                 scaled_loss = self.optimizer.scale_loss(loss)
             trainable_weights = self.trainable_weights
@@ -521,7 +557,7 @@ class Distiller(keras.Model):
         return result
 
     def _without_training_only_logs(self, logs):
-        training_only = {_STUDENT_LOSS_LOG, *(term.name for term in self._terms)}
+        training_only = {_STUDENT_LOSS_LOG, *self._term_log_names}
         return {
             key: value
             for key, value in logs.items()
@@ -555,14 +591,21 @@ class Distiller(keras.Model):
             "temperature": self.temperature,
             "alpha": self.alpha,
             "feature_pairs": [keras.saving.serialize_keras_object(p) for p in self.feature_pairs],
-            "distillation_loss": None
-            if self._default_term
-            else [
-                {"loss": keras.saving.serialize_keras_object(term), "weight": weight}
-                for term, weight in zip(self._terms, self.term_weights.values())
-            ],
+            "distillation_loss": None if self._default_term else self._terms_config(),
             "standardize": self._standardize,
         }
+
+    def _terms_config(self):
+        def items(output):
+            return [
+                {"loss": keras.saving.serialize_keras_object(term), "weight": weight}
+                for index, term, weight in zip(self._term_outputs, self._terms, self._term_weight_values)
+                if index == output
+            ]
+
+        if not self._output_names:
+            return items(None)
+        return {name: items(index) or None for index, name in enumerate(self._output_names)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -577,12 +620,19 @@ class Distiller(keras.Model):
             keras.saving.deserialize_keras_object(pair, custom_objects)
             for pair in config.pop("feature_pairs", None) or []
         ]
-        terms = config.pop("distillation_loss", None)
-        if terms is not None:
-            terms = [
+        def deserialize_terms(items):
+            if items is None:
+                return None
+            return [
                 (keras.saving.deserialize_keras_object(item["loss"], custom_objects), item["weight"])
-                for item in terms
+                for item in items
             ]
+
+        terms = config.pop("distillation_loss", None)
+        if isinstance(terms, dict):
+            terms = {name: deserialize_terms(items) for name, items in terms.items()}
+        else:
+            terms = deserialize_terms(terms)
         return cls(
             teacher=teacher,
             student=student,
@@ -632,6 +682,87 @@ def _term_loss(term, labels, teacher_logits, student_logits, sample_weight, temp
         y_true = term_targets(term, labels, teacher_logits)
         value = term(y_true, student_logits, sample_weight=sample_weight)
     return ops.cast(value, "float32")
+
+
+def _output_of(structure, index):
+    """Output `index`'s entry of a structure aligned with the outputs (or the whole value)."""
+    if isinstance(structure, (list, tuple, dict)):
+        return keras.tree.flatten(structure)[index]
+    return structure
+
+
+def _multi_output_names(model):
+    """The output names of a Functional model with several outputs, else None."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) < 2:
+        return None
+    return list(model.output_names)
+
+
+def _term_entries(distillation_loss, output_names):
+    """[(output index or None, term or None (the default), weight, log name)]."""
+    if not output_names:
+        weighted = _as_weighted_terms(distillation_loss) or [(None, 1.0)]
+        return [
+            (None, term, weight, term.name if term is not None else "distillation_loss")
+            for term, weight in weighted
+        ]
+    if distillation_loss is None:
+        per_output = {name: [(None, 1.0)] for name in output_names}
+    elif isinstance(distillation_loss, dict):
+        unknown = set(distillation_loss) - set(output_names)
+        if unknown:
+            raise ValueError(
+                f"`distillation_loss` names outputs {sorted(unknown)} that the student does "
+                f"not have; its outputs are {output_names}."
+            )
+        per_output = {
+            name: _as_weighted_terms(distillation_loss.get(name)) for name in output_names
+        }
+    else:
+        raise ValueError(
+            f"The student has several outputs {output_names}: `distillation_loss` must be "
+            "a dict from output name to a term, a list of weighted terms, or None to skip "
+            f"that output; got {distillation_loss!r}."
+        )
+    if not any(per_output.values()):
+        raise ValueError(
+            f"`distillation_loss` skips every output of {output_names}: nothing to distil."
+        )
+    return [
+        (index, term, weight, f"{name}_{term.name if term is not None else 'distillation_loss'}")
+        for index, name in enumerate(output_names)
+        for term, weight in per_output[name] or []
+    ]
+
+
+def _check_multi_output(teachers, student, output_names, feature_pairs):
+    """A multi-output teacher and student must have the same outputs (names and widths)."""
+    if len(teachers) > 1 or feature_pairs:
+        raise ValueError(
+            f"A multi-output student ({output_names}) is distilled from one teacher and "
+            "without feature_pairs; got an ensemble or feature pairs."
+        )
+    teacher = teachers[0]
+    teacher_names = _multi_output_names(teacher)
+    student_shapes = [tuple(output.shape[1:]) for output in student.outputs]
+    teacher_shapes = [tuple(output.shape[1:]) for output in teacher.outputs] if teacher_names else None
+    if teacher_names != output_names or teacher_shapes != student_shapes:
+        raise ValueError(
+            f"Teacher and student must have the same outputs to distil output by output: "
+            f"teacher {teacher_names} {teacher_shapes}, student {output_names} {student_shapes}."
+        )
+    for model in (teacher, student):
+        for name, layer in zip(output_names, _keras_compat.output_layers(model)):
+            activation = getattr(getattr(layer, "activation", None), "__name__", None)
+            if isinstance(layer, keras.layers.Softmax) or activation in ("softmax", "sigmoid"):
+                raise ValueError(
+                    f"Output {name!r} of {model.name!r} ends in a {activation or 'softmax'}; "
+                    "multi-output Distillers need logits on every output (activation=None)."
+                )
 
 
 def _as_weighted_terms(distillation_loss):
@@ -701,7 +832,7 @@ def _resolve_temperature(temperature, weighted_terms):
     return next(iter(own.values()), _DEFAULT_TEMPERATURE)
 
 
-def _check_hard_loss(loss, alpha):
+def _check_hard_loss(loss, alpha, output_names=None):
     if loss is None:
         if alpha < 1.0:
             raise ValueError(
@@ -712,9 +843,14 @@ def _check_hard_loss(loss, alpha):
             )
         return
     if isinstance(loss, (list, tuple, dict)):
-        raise ValueError(
-            f"The Distiller trains single-output students: `loss` must be one loss, got {loss!r}."
-        )
+        if not output_names:
+            raise ValueError(
+                f"This student has a single output: `loss` must be one loss, got {loss!r}."
+            )
+        for item in loss.values() if isinstance(loss, dict) else loss:
+            if item is not None:
+                _check_hard_loss(item, 0.0)
+        return
     name = loss if isinstance(loss, str) else getattr(loss, "__name__", None)
     takes_probabilities = name in _PROBABILITY_LOSS_NAMES
     if isinstance(loss, keras.losses.Loss):
