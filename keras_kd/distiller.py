@@ -44,7 +44,7 @@ class Distiller(keras.Model):
 
     Training minimises (Hinton et al. 2015)
 
-        L = (1 - alpha) * H(y, softmax(z_s)) + alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+        L = (1 - alpha) * H(y, softmax(z_s)) + alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))
 
     where `H` is the hard-label loss given to `compile(loss=...)`, `z_t` and `z_s` are
     the teacher's and student's logits and `T` is the temperature. **`alpha` weights
@@ -70,7 +70,7 @@ class Distiller(keras.Model):
     With `feature_pairs` (hints from intermediate layers; Romero et al. 2015, Zagoruyko
     & Komodakis 2017), each pair adds its own weighted term, outside `alpha`:
 
-        L = (1 - alpha) * hard + alpha * sum_i w_i D_i + sum_j weight_j * feature_loss_j(t_j, r_j(s_j))
+        L = (1 - alpha) * hard + alpha * sum_i w_i D_i + sum_j weight_j * feature_j(t_j, r_j(s_j))
 
     where `t_j` and `s_j` are the paired teacher and student layers' outputs and `r_j`
     a learnable projection when their shapes differ (see `keras_kd.FeaturePair`). Each
@@ -599,7 +599,9 @@ class Distiller(keras.Model):
         def items(output):
             return [
                 {"loss": keras.saving.serialize_keras_object(term), "weight": weight}
-                for index, term, weight in zip(self._term_outputs, self._terms, self._term_weight_values)
+                for index, term, weight in zip(
+                    self._term_outputs, self._terms, self._term_weight_values
+                )
                 if index == output
             ]
 
@@ -624,7 +626,10 @@ class Distiller(keras.Model):
             if items is None:
                 return None
             return [
-                (keras.saving.deserialize_keras_object(item["loss"], custom_objects), item["weight"])
+                (
+                    keras.saving.deserialize_keras_object(item["loss"], custom_objects),
+                    item["weight"],
+                )
                 for item in items
             ]
 
@@ -749,7 +754,9 @@ def _check_multi_output(teachers, student, output_names, feature_pairs):
     teacher = teachers[0]
     teacher_names = _multi_output_names(teacher)
     student_shapes = [tuple(output.shape[1:]) for output in student.outputs]
-    teacher_shapes = [tuple(output.shape[1:]) for output in teacher.outputs] if teacher_names else None
+    teacher_shapes = (
+        [tuple(output.shape[1:]) for output in teacher.outputs] if teacher_names else None
+    )
     if teacher_names != output_names or teacher_shapes != student_shapes:
         raise ValueError(
             f"Teacher and student must have the same outputs to distil output by output: "
@@ -769,7 +776,10 @@ def _as_weighted_terms(distillation_loss):
     """`distillation_loss` as a list of (loss, weight), or None for the default term."""
     if distillation_loss is None:
         return None
-    items = distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
+    if isinstance(distillation_loss, (list, tuple)):
+        items = distillation_loss
+    else:
+        items = [distillation_loss]
     if isinstance(distillation_loss, tuple) and len(distillation_loss) == 2 and not isinstance(
         distillation_loss[1], keras.losses.Loss
     ):

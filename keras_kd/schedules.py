@@ -21,6 +21,9 @@ epochs) with a temperature decay:
 
 import math
 import numbers
+from typing import Callable
+from typing import Dict
+from typing import Optional
 
 import keras
 
@@ -41,11 +44,11 @@ class LinearWarmup:
         warmup: number of epochs (or steps), an integer >= 1.
     """
 
-    def __init__(self, value, warmup):
+    def __init__(self, value: float, warmup: int):
         self.value = _finite(value, "value")
         self.warmup = _validation.check_positive_int(warmup, "warmup")
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         return self.value * min(1.0, (t + 1) / self.warmup)
 
     def get_config(self):
@@ -62,12 +65,12 @@ class LinearDecay:
         duration: number of epochs (or steps), an integer >= 1.
     """
 
-    def __init__(self, start, end, duration):
+    def __init__(self, start: float, end: float, duration: int):
         self.start = _finite(start, "start")
         self.end = _finite(end, "end")
         self.duration = _validation.check_positive_int(duration, "duration")
 
-    def __call__(self, t):
+    def __call__(self, t: int) -> float:
         return self.start + (self.end - self.start) * min(1.0, t / self.duration)
 
     def get_config(self):
@@ -94,7 +97,13 @@ class DistillationSchedule(keras.callbacks.Callback):
     a `keras.optimizers.schedules.LearningRateSchedule`, or a plain function.
     """
 
-    def __init__(self, alpha=None, temperature=None, term_weights=None, unit="epoch"):
+    def __init__(
+        self,
+        alpha: Optional[Callable] = None,
+        temperature: Optional[Callable] = None,
+        term_weights: Optional[Dict[str, Callable]] = None,
+        unit: str = "epoch",
+    ):
         super().__init__()
         self.unit = _validation.check_choice(unit, "unit", _UNITS)
         if term_weights is not None and not isinstance(term_weights, dict):

@@ -10,16 +10,17 @@ from keras_kd.losses._core import check_same_shape
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._distillation import _maybe_standardize
 from keras_kd.losses._term import DistillationTerm
+from keras_kd.losses._term import check_weight
 
 
 def decoupled_distillation_loss(
     labels,
     teacher_logits,
     student_logits,
-    temperature=4.0,
-    alpha=1.0,
-    beta=8.0,
-    standardize=False,
+    temperature: float = 4.0,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    standardize: bool = False,
 ):
     """DKD: `alpha * T^2 * KL(b_t || b_s) + beta * T^2 * KL(p_hat_t || p_hat_s)` per example.
 
@@ -142,17 +143,17 @@ class DecoupledDistillationLoss(DistillationTerm):
 
     def __init__(
         self,
-        temperature=4.0,
-        alpha=1.0,
-        beta=8.0,
-        standardize=False,
-        reduction="sum_over_batch_size",
-        name="decoupled_distillation_loss",
+        temperature: float = 4.0,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        standardize: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str = "decoupled_distillation_loss",
         dtype=None,
     ):
         super().__init__(temperature=temperature, reduction=reduction, name=name, dtype=dtype)
-        self.alpha = _validation.check_in_range(alpha, "alpha", 0.0, float("inf"), high_inclusive=False)
-        self.beta = _validation.check_in_range(beta, "beta", 0.0, float("inf"), high_inclusive=False)
+        self.alpha = check_weight(alpha, "alpha")
+        self.beta = check_weight(beta, "beta")
         self.standardize = _validation.check_bool(standardize, "standardize")
 
     def compute(self, teacher_logits, student_logits, temperature, labels=None):

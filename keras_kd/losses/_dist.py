@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
-from keras_kd import _validation
 from keras_kd.losses._core import PACKAGE
 from keras_kd.losses._core import check_same_shape
 from keras_kd.losses._term import DistillationTerm
+from keras_kd.losses._term import check_weight
 from keras_kd.losses._term import split_term_targets
 
 # The authors' epsilon in the cosine of the mean-centred vectors.
@@ -16,9 +16,9 @@ _PEARSON_EPSILON = 1e-8
 def dist_loss(
     teacher_logits,
     student_logits,
-    temperature=1.0,
-    beta=1.0,
-    gamma=1.0,
+    temperature: float = 1.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
     sample_weight=None,
 ):
     """DIST: `beta T^2 (1 - mean_i rho(Y_s[i,:], Y_t[i,:])) + gamma T^2 (1 - rho_j)`, a scalar.
@@ -99,7 +99,7 @@ def _pearson(a, b, axis, weights=None):
         b = b - ops.divide_no_nan(ops.sum(weights * b, axis=axis, keepdims=True), total)
         root_weights = ops.sqrt(weights)
     a, b = a * root_weights, b * root_weights
-    norms = ops.sqrt(ops.sum(ops.square(a), axis=axis)) * ops.sqrt(ops.sum(ops.square(b), axis=axis))
+    norms = ops.sqrt(ops.sum(ops.square(a), axis=axis) * ops.sum(ops.square(b), axis=axis))
     return ops.sum(a * b, axis=axis) / (norms + _PEARSON_EPSILON)
 
 
@@ -140,11 +140,11 @@ class DISTLoss(DistillationTerm):
 
     def __init__(
         self,
-        temperature=1.0,
-        beta=1.0,
-        gamma=1.0,
-        reduction="sum_over_batch_size",
-        name="dist_loss",
+        temperature: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        reduction: str = "sum_over_batch_size",
+        name: str = "dist_loss",
         dtype=None,
     ):
         if reduction != "sum_over_batch_size":
@@ -153,10 +153,8 @@ class DISTLoss(DistillationTerm):
                 f"be 'sum_over_batch_size', got {reduction!r}."
             )
         super().__init__(temperature=temperature, reduction=reduction, name=name, dtype=dtype)
-        self.beta = _validation.check_in_range(beta, "beta", 0.0, float("inf"), high_inclusive=False)
-        self.gamma = _validation.check_in_range(
-            gamma, "gamma", 0.0, float("inf"), high_inclusive=False
-        )
+        self.beta = check_weight(beta, "beta")
+        self.gamma = check_weight(gamma, "gamma")
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # Overridden because `sample_weight` enters the intra-class correlation itself.

@@ -50,7 +50,9 @@ def standardize_logits(logits):
     return centred / (1e-7 + ops.sqrt(unbiased_variance))
 
 
-def distillation_loss(teacher_logits, student_logits, temperature=4.0, standardize=False):
+def distillation_loss(
+    teacher_logits, student_logits, temperature: float = 4.0, standardize: bool = False
+):
     """Hinton's soft-target loss, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
     The `T^2` factor keeps the soft term's gradient, which scales as `1 / T^2`,

@@ -38,7 +38,9 @@ class DistillationTerm(keras.losses.Loss):
 
     needs_labels = False
 
-    def __init__(self, temperature, reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(
+        self, temperature: float, reduction: str = "sum_over_batch_size", name=None, dtype=None
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _validation.check_temperature(temperature)
         # Set only for the duration of `distill`: the Distiller's (scheduled) temperature.
@@ -57,7 +59,9 @@ class DistillationTerm(keras.losses.Loss):
             temperature = self.temperature
         return self.compute(teacher_logits, y_pred, temperature, labels)
 
-    def distill(self, labels, teacher_logits, student_logits, sample_weight=None, temperature=None):
+    def distill(
+        self, labels, teacher_logits, student_logits, sample_weight=None, temperature=None
+    ):
         """The reduced loss at `temperature` (default: the term's own); what the Distiller calls."""
         y_true = term_targets(self, labels, teacher_logits)
         self._temperature_in_use = temperature
@@ -68,6 +72,11 @@ class DistillationTerm(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
+
+
+def check_weight(value, name):
+    """Returns `value` as a float after checking it is finite and >= 0 (a term's weight)."""
+    return _validation.check_in_range(value, name, 0.0, float("inf"), high_inclusive=False)
 
 
 def term_targets(term, labels, teacher_logits):
