@@ -595,6 +595,14 @@ class Distiller(keras.Model):
             "standardize": self._standardize,
         }
 
+    def load_own_variables(self, store):
+        # A file saved by keras_kd 0.1.0, before temperature and alpha were variables,
+        # holds none of the Distiller's own: the values from its config, already set at
+        # construction, are the ones it was saved with.
+        if len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
+
     def _terms_config(self):
         def items(output):
             return [

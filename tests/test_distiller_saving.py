@@ -66,3 +66,28 @@ def test_a_trained_teachers_adam_state_is_not_saved_and_reload_is_quiet(tmp_path
         weights.visititems(lambda name, item: names.append(name))
     assert [n for n in names if "optimizer" in n and not n.startswith("optimizer")] == []
     assert teacher.optimizer is teacher_optimizer
+
+
+def test_a_file_without_the_hyperparameter_variables_still_loads(tmp_path):
+    """keras_kd 0.1.0 saved no Distiller variables of its own; its files still load."""
+    distiller = Distiller(make_mlp(1), make_mlp(2), temperature=3.0, alpha=0.7)
+    distiller.compile(optimizer="adam", loss=sparse_logits_loss())
+    distiller.fit(X, Y, verbose=0)
+    path, old_path = tmp_path / "new.keras", tmp_path / "old.keras"
+    distiller.save(path)
+    with zipfile.ZipFile(path) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    weights_file = tmp_path / "weights.h5"
+    weights_file.write_bytes(contents["model.weights.h5"])
+    with h5py.File(weights_file, "r+") as weights:
+        assert len(weights["vars"]) == 3  # temperature, alpha, the term's weight
+        for name in list(weights["vars"]):
+            del weights["vars"][name]
+    contents["model.weights.h5"] = weights_file.read_bytes()
+    with zipfile.ZipFile(old_path, "w") as archive:
+        for name, data in contents.items():
+            archive.writestr(name, data)
+    loaded = keras.models.load_model(old_path)
+    assert (loaded.temperature, loaded.alpha) == (3.0, 0.7)
+    np.testing.assert_allclose(float(loaded._temperature_variable.value), 3.0)
+    np.testing.assert_array_equal(predict(loaded, X), predict(distiller, X))
