@@ -4,7 +4,8 @@ Public names are re-exported here; the modules say where each belongs:
 `losses` (the formulas), `distiller` (the Distiller), `features` (hints from
 intermediate layers), `teacher_cache` (precomputed teacher logits), `metrics`
 (streaming ECE), `calibration` (ECE on arrays, temperature scaling, diagrams) and
-`callbacks` (ECE during training).
+`callbacks` (ECE during training) and `schedules` (the Distiller's temperature, alpha
+and term weights during training).
 """
 
 import importlib
@@ -13,6 +14,7 @@ from keras_kd import calibration
 from keras_kd import callbacks
 from keras_kd import losses
 from keras_kd import metrics
+from keras_kd import schedules
 from keras_kd.calibration import TemperatureScaling
 from keras_kd.calibration import expected_calibration_error
 from keras_kd.calibration import reliability_diagram
@@ -60,5 +62,6 @@ __all__ = [
     "losses",
     "metrics",
     "reliability_diagram",
+    "schedules",
     "teacher_cache",
 ]
