@@ -3,7 +3,7 @@
 Public names are re-exported here; the modules say where each belongs:
 `losses` (the formulas), `distiller` (the Distiller), `features` (hints from
 intermediate layers), `teacher_cache` (precomputed teacher logits), `metrics`
-(streaming ECE), `calibration` (ECE on arrays, temperature scaling, diagrams) and
+(streaming ECE), `calibration` (ECE on arrays, temperature scaling, diagrams),
 `callbacks` (ECE during training) and `schedules` (the Distiller's temperature, alpha
 and term weights during training).
 """
