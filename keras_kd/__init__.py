@@ -3,8 +3,9 @@
 Public names are re-exported here; the modules say where each belongs:
 `losses` (the formulas), `distiller` (the Distiller), `features` (hints from
 intermediate layers), `teacher_cache` (precomputed teacher logits), `metrics`
-(streaming ECE), `calibration` (ECE on arrays, temperature scaling, diagrams) and
-`callbacks` (ECE during training).
+(streaming ECE), `calibration` (ECE on arrays, temperature scaling, diagrams),
+`callbacks` (ECE during training) and `schedules` (the Distiller's temperature, alpha
+and term weights during training).
 """
 
 import importlib
@@ -14,6 +15,7 @@ from keras_kd import calibration
 from keras_kd import callbacks
 from keras_kd import losses
 from keras_kd import metrics
+from keras_kd import schedules
 from keras_kd.calibration import HistogramBinning
 from keras_kd.calibration import IsotonicCalibration
 from keras_kd.calibration import MatrixScaling
@@ -25,7 +27,10 @@ from keras_kd.calibration import reliability_diagram
 from keras_kd.callbacks import ECECallback
 from keras_kd.distiller import Distiller
 from keras_kd.features import FeaturePair
+from keras_kd.losses import DecoupledDistillationLoss
 from keras_kd.losses import DistillationLoss
+from keras_kd.losses import DistillationTerm
+from keras_kd.losses import DISTLoss
 from keras_kd.losses import LabelSmoothingLoss
 from keras_kd.losses import LogitMatchingLoss
 from keras_kd.losses import VirtualTeacherLoss
@@ -46,8 +51,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BrierScore",
+    "DISTLoss",
+    "DecoupledDistillationLoss",
     "Distiller",
     "DistillationLoss",
+    "DistillationTerm",
     "ECECallback",
     "ExpectedCalibrationError",
     "FeaturePair",
@@ -67,5 +75,6 @@ __all__ = [
     "losses",
     "metrics",
     "reliability_diagram",
+    "schedules",
     "teacher_cache",
 ]

@@ -16,6 +16,7 @@ from keras_kd import _validation
 from keras_kd.targets import TEACHER_LOGITS
 from keras_kd.targets import TEACHER_MEMBER_LOGITS
 from keras_kd.targets import check_target_keys
+from keras_kd.targets import is_per_output
 
 # Rows taken from in-memory arrays for the first-batch value check.
 _CHECK_ROWS = 32
@@ -36,8 +37,9 @@ def check_fit_call(distiller, args, kwargs):
 
 def check_fit_inputs(distiller, x, y=None, sample_weight=None, class_weight=None, batch_size=None):
     """Everything `Distiller.fit` can check before training; raises ValueError."""
-    check_target_keys(y)
-    labels = y.get("labels") if isinstance(y, dict) else y
+    output_names = getattr(distiller, "_output_names", None) or ()
+    check_target_keys(y, output_names)
+    labels = y.get("labels") if isinstance(y, dict) and not is_per_output(y, output_names) else y
     if labels is not None and not isinstance(labels, (list, tuple, dict)):
         _validation.check_numeric_labels(labels, "y")
     if class_weight is not None:
@@ -59,7 +61,7 @@ def check_fit_inputs(distiller, x, y=None, sample_weight=None, class_weight=None
     if batch is None:
         return
     x_batch, y_batch, weight_batch = batch
-    check_target_keys(y_batch)
+    check_target_keys(y_batch, output_names)
     if weight_batch is not None:
         _validation.check_weight_values(weight_batch)
     cached = None

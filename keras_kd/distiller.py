@@ -1,23 +1,30 @@
-"""`Distiller`: trains a student from a frozen teacher with Hinton's distillation loss."""
+"""`Distiller`: trains a student from a frozen teacher with one or more distillation terms."""
+
+import math
 
 import keras
 from keras import ops
 
 from keras_kd import _fit_checks
+from keras_kd import _keras_compat
 from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd import features
 from keras_kd import losses
+from keras_kd.losses import _binary
+from keras_kd.losses._term import term_targets
 from keras_kd.targets import LABELS  # noqa: F401  (re-exported: the cached-target keys)
 from keras_kd.targets import TEACHER_LOGITS
 from keras_kd.targets import TEACHER_MEMBER_LOGITS  # noqa: F401
 from keras_kd.targets import example_weights as _example_weights
 from keras_kd.targets import split_targets
 
-# Logged during `fit` only; `evaluate` runs no teacher, so it reports the student's own
-# compiled loss and metrics, exactly as `student.evaluate` does.
-_TRAINING_ONLY_LOGS = ("student_loss", "distillation_loss")
+# Logged during `fit` only (with each distillation term's name); `evaluate` runs no
+# teacher, so it reports the student's own compiled loss and metrics, exactly as
+# `student.evaluate` does.
+_STUDENT_LOSS_LOG = "student_loss"
 _TRAINING_ONLY_LOG_PREFIX = "feature_loss_"
+_DEFAULT_TEMPERATURE = 4.0
 
 # Hard-label losses that Keras resolves with from_logits=False: they would silently
 # treat the student's logits as probabilities.
@@ -39,7 +46,7 @@ class Distiller(keras.Model):
 
     Training minimises (Hinton et al. 2015)
 
-        L = (1 - alpha) * H(y, softmax(z_s)) + alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+        L = (1 - alpha) * H(y, softmax(z_s)) + alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))
 
     where `H` is the hard-label loss given to `compile(loss=...)`, `z_t` and `z_s` are
     the teacher's and student's logits and `T` is the temperature. **`alpha` weights
@@ -47,14 +54,34 @@ class Distiller(keras.Model):
     `keras.distillation` and the keras.io example among them, use alpha for the
     *hard* term instead. `alpha=0.9` means 90 % soft targets, 10 % hard labels.
 
+    With `distillation_loss` (one term, or a weighted list of terms `D_i` with weights
+    `w_i`, default 1), the soft part is their weighted sum, inside `alpha`:
+
+        L = (1 - alpha) * hard + alpha * sum_i w_i * D_i(z_t, z_s; T) + features
+
+    Hinton's `DistillationLoss` is the default term; `keras_kd.DecoupledDistillationLoss`
+    (DKD), `keras_kd.DISTLoss` (DIST), `DistillationLoss(standardize=True)` (logit
+    standardization) and a user's own `keras_kd.DistillationTerm` or any
+    `keras.losses.Loss` are terms too (see `keras_kd.DistillationTerm` for the
+    contract). Every term follows the Distiller's one temperature `T`.
+
+    Teacher and student with the same several outputs (Functional, list or dict of
+    logits) distil output by output, `hard` being the compiled (list or dict) loss and
+    the soft part `sum_o sum_i w_oi D_oi` over the outputs' terms.
+
     With `feature_pairs` (hints from intermediate layers; Romero et al. 2015, Zagoruyko
     & Komodakis 2017), each pair adds its own weighted term, outside `alpha`:
 
-        L = (1 - alpha) * hard + alpha * T^2 * KL + sum_i weight_i * feature_loss_i(t_i, r_i(s_i))
+        L = (1 - alpha) * hard + alpha * sum_i w_i D_i + sum_j weight_j * feature_j(t_j, r_j(s_j))
 
-    where `t_i` and `s_i` are the paired teacher and student layers' outputs and `r_i`
+    where `t_j` and `s_j` are the paired teacher and student layers' outputs and `r_j`
     a learnable projection when their shapes differ (see `keras_kd.FeaturePair`). Each
     step still runs one teacher and one student forward.
+
+    `temperature`, `alpha` and `term_weights` are validated properties backed by
+    non-trainable variables: assigning them (by hand, or with
+    `keras_kd.schedules.DistillationSchedule` during `fit`) takes effect at the next
+    step without retracing, and they are saved with the model.
 
     What it guarantees:
 
@@ -67,9 +94,10 @@ class Distiller(keras.Model):
     - The softmaxes and the KL are computed in float32 from `log_softmax`, with no
       clipping, so `mixed_float16` and extreme logits train; the loss is scaled by the
       optimizer's loss scale.
-    - Logs: `loss` (the total), `student_loss` (the hard term, unweighted) and
-      `distillation_loss` (the `T^2 KL` term, unweighted), during training; with
-      feature pairs also `feature_loss_<name>` per pair (unweighted).
+    - Logs: `loss` (the total), `student_loss` (the hard term, unweighted) and each
+      distillation term by its name (unweighted; Hinton's is `distillation_loss`),
+      during training; with feature pairs also `feature_loss_<name>` per pair
+      (unweighted).
 
     Teachers and students must output logits. A Sequential/Functional teacher that
     ends in a softmax is converted exactly (`log p` has the same tempered softmax as
@@ -81,8 +109,9 @@ class Distiller(keras.Model):
         teacher: a `keras.Model`, or a list of them: an ensemble whose tempered
             softmaxes are averaged (Hinton et al. 2015).
         student: the `keras.Model` to train.
-        temperature: T, a finite float > 0, default 4.0.
-        alpha: weight of the distillation term in [0, 1], default 0.9.
+        temperature: T, a finite float > 0. Default: the terms' own temperature
+            (every `DistillationTerm` given must agree), else 4.0.
+        alpha: weight of the distillation terms in [0, 1], default 0.9.
         feature_pairs: list of `keras_kd.FeaturePair`, default None (logits only). Needs
             a single Functional or Sequential teacher and student, and a live teacher
             (not cached logits), since features are not cached.
@@ -92,6 +121,14 @@ class Distiller(keras.Model):
             over labels of `T^2` Bernoulli KLs between `sigmoid(z / T)`. A single-logit
             binary model (K = 1) is distilled in that form under either value. See
             docs/guides/binary-and-multilabel.md.
+        distillation_loss: the distillation term(s): a `keras.losses.Loss`, or a list
+            whose items are a loss or a `(loss, weight)` pair, weight a finite float
+            >= 0. Default None: Hinton's `DistillationLoss(temperature)`. Term names
+            (their `name`) must differ: they are the log keys. For a multi-output
+            student: a dict from output name to such a value, or None to skip the
+            output (outputs left out are skipped); logs are `<output>_<name>`.
+        standardize: bool, default False: logit standardization in the default
+            Hinton term (Sun et al. 2024). Set it on the term when you pass one.
 
     Example:
         >>> distiller = Distiller(teacher=teacher, student=student, temperature=4.0, alpha=0.9)
@@ -102,6 +139,12 @@ class Distiller(keras.Model):
         ... )
         >>> distiller.fit(x_train, y_train, epochs=3)
         >>> distiller.student.save("student.keras")  # ship the student alone
+
+    Several terms, weighted:
+
+        >>> Distiller(teacher, student, alpha=0.5, distillation_loss=[
+        ...     keras_kd.DecoupledDistillationLoss(temperature=4.0),
+        ...     (keras_kd.DISTLoss(temperature=4.0), 2.0)])
 
     Precomputed teacher logits (offline distillation) skip the teacher forward:
     pass `y = {"labels": labels, "teacher_logits": logits}` to `fit`, as
@@ -117,10 +160,12 @@ class Distiller(keras.Model):
         self,
         teacher,
         student,
-        temperature=4.0,
+        temperature=None,
         alpha=0.9,
         feature_pairs=None,
         name="distiller",
+        distillation_loss=None,
+        standardize=False,
         output="softmax",
         **kwargs,
     ):
@@ -136,9 +181,33 @@ class Distiller(keras.Model):
                 f"`student` must be a keras.Model, got {student!r} of type "
                 f"{type(student).__name__}."
             )
-        self.temperature = _validation.check_temperature(temperature)
-        self.alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
-        _teacher.check_compatible(teachers, student, output)
+        output_names = _multi_output_names(student)
+        standardize = _validation.check_bool(standardize, "standardize")
+        # (output index or None, term, weight, log name) for every distillation term.
+        entries = _term_entries(distillation_loss, output_names)
+        temperature = _resolve_temperature(temperature, [(term, w) for _, term, w, _ in entries])
+        if distillation_loss is None:
+            entries = [
+                (
+                    index,
+                    losses.DistillationLoss(temperature, standardize=standardize, output=output),
+                    1.0,
+                    log,
+                )
+                for index, _, _, log in entries
+            ]
+        elif standardize:
+            raise ValueError(
+                "`standardize=True` applies to the default Hinton term; with "
+                "`distillation_loss` given, set it on the term instead, e.g. "
+                "DistillationLoss(standardize=True) or DecoupledDistillationLoss(standardize=True)."
+            )
+        alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
+        output = _check_terms_output(output, entries)
+        if output_names:
+            _check_multi_output(teachers, student, output_names, feature_pairs)
+        else:
+            _teacher.check_compatible(teachers, student, output)
         feature_pairs = features.check_feature_pairs(feature_pairs)
         if feature_pairs and len(teachers) > 1:
             # Checked before anything is frozen: a rejected Distiller changes nothing.
@@ -153,13 +222,32 @@ class Distiller(keras.Model):
             else None
         )
         self._teacher_is_ensemble = isinstance(teacher, (list, tuple))
+        self._default_term = distillation_loss is None
+        self._standardize = standardize
         self.teachers = [_teacher.freeze(model) for model in teachers]
         self.student = student
-        self._distillation_loss = losses.DistillationLoss(
-            temperature=self.temperature, output=output
-        )
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._output_names = output_names
+        # The output form (softmax or sigmoid) every term, teacher conversion and
+        # ensemble fold share.
+        self._output = output
+        self._terms = [term for _, term, _, _ in entries]
+        self._term_outputs = [index for index, _, _, _ in entries]
+        self._term_log_names = [log for _, _, _, log in entries]
+        # Non-trainable variables, read inside the train step: an assignment takes
+        # effect at the next step without retracing, and they are saved with the model.
+        self._temperature_variable = self._hyperparameter("temperature", temperature)
+        self._alpha_variable = self._hyperparameter("alpha", alpha)
+        self._term_weight_variables = [
+            self._hyperparameter(f"{log}_weight", weight) for _, _, weight, log in entries
+        ]
+        # Python mirrors: what the properties and get_config report (the variables hold
+        # float32 roundings), and what decisions taken while tracing read.
+        self._temperature_value = temperature
+        self._alpha_value = alpha
+        self._term_weight_values = [weight for _, _, weight, _ in entries]
+        self._trained_without_labels = False
+        self.student_loss_tracker = keras.metrics.Mean(name=_STUDENT_LOSS_LOG)
+        self.term_loss_trackers = [keras.metrics.Mean(name=log) for log in self._term_log_names]
         self.feature_pairs = feature_pairs
         self._feature_hints = feature_hints
         if getattr(student, "built", False):
@@ -169,6 +257,92 @@ class Distiller(keras.Model):
         # Before any step: weights, target keys, and the first batch's values (once).
         _fit_checks.check_fit_call(self, args, kwargs)
         return super().fit(*args, **kwargs)
+
+    def _hyperparameter(self, name, value):
+        return self.add_weight(
+            shape=(),
+            dtype="float32",
+            initializer=keras.initializers.Constant(value),
+            trainable=False,
+            autocast=False,
+            name=name,
+        )
+
+    # --- hyperparameters: validated, effective at the next step, saved ---------------
+
+    @property
+    def temperature(self):
+        """T, shared by every distillation term (and an ensemble's fold); float > 0."""
+        return self._temperature_value
+
+    @temperature.setter
+    def temperature(self, value):
+        value = _validation.check_temperature(value)
+        self._sync_training_state()
+        self._temperature_variable.assign(value)
+        self._temperature_value = value
+        for term in self._terms:
+            if isinstance(term, losses.DistillationTerm):
+                # Keeps each term's config (saved with the Distiller) equal to T.
+                term.temperature = value
+
+    @property
+    def alpha(self):
+        """Weight of the distillation terms in [0, 1]; `1 - alpha` weighs the hard loss."""
+        return self._alpha_value
+
+    @alpha.setter
+    def alpha(self, value):
+        value = _validation.check_in_range(value, "alpha", 0.0, 1.0)
+        if value < 1.0 and self.compiled and _keras_compat.compiled_loss(self) is None:
+            _check_hard_loss(None, value)
+        if value < 1.0 and self._trained_without_labels:
+            raise ValueError(
+                f"`alpha` = {value!r} < 1 needs labels for the hard loss, but this Distiller "
+                "trains on targets without labels (soft targets only). Keep alpha = 1.0."
+            )
+        self._sync_training_state()
+        self._alpha_variable.assign(value)
+        self._alpha_value = value
+
+    @property
+    def term_weights(self):
+        """Each distillation term's weight `w_i` by term name (a dict of floats >= 0).
+
+        Assign a dict with some or all names to change them, e.g.
+        `distiller.term_weights = {"dist_loss": 2.0}`.
+        """
+        return dict(zip(self._term_log_names, self._term_weight_values))
+
+    @term_weights.setter
+    def term_weights(self, weights):
+        names = list(self._term_log_names)
+        if not isinstance(weights, dict) or set(weights) - set(names):
+            raise ValueError(
+                f"`term_weights` must be a dict keyed by term name, some of {names}; "
+                f"got {weights!r}."
+            )
+        checked = {name: _check_term_weight(value, name) for name, value in weights.items()}
+        self._sync_training_state()
+        for name, value in checked.items():
+            index = names.index(name)
+            self._term_weight_variables[index].assign(value)
+            self._term_weight_values[index] = value
+
+    @property
+    def distillation_terms(self):
+        """The distillation terms by log name (`<output>_<name>` for multi-output), in order."""
+        return dict(zip(self._term_log_names, self._terms))
+
+    def _sync_training_state(self):
+        # Under JAX, `fit` keeps the variables' values in its own state between steps
+        # and writes them back at the end of the epoch; `jax_state_sync` (public on
+        # Keras' JAX trainer, what `Callback.model` calls) writes them now, so that a
+        # value read or assigned mid-epoch is the current one and the next step
+        # re-reads the state. A no-op on the other backends and outside `fit`.
+        sync = getattr(self, "jax_state_sync", None)
+        if sync is not None:
+            sync()
 
     @property
     def teacher(self):
@@ -206,9 +380,9 @@ class Distiller(keras.Model):
     @loss.setter
     def loss(self, loss):
         # Keras' Trainer.__init__ sets `loss = None` before `alpha` exists.
-        alpha = getattr(self, "alpha", None)
+        alpha = getattr(self, "_alpha_value", None)
         if alpha is not None:
-            _check_hard_loss(loss, alpha)
+            _check_hard_loss(loss, alpha, getattr(self, "_output_names", None))
         self._hard_loss = loss
 
     # Keras' compile skips the `loss` assignment when loss=None, but always ends with
@@ -220,8 +394,8 @@ class Distiller(keras.Model):
 
     @compiled.setter
     def compiled(self, compiled):
-        alpha = getattr(self, "alpha", None)
-        if compiled and alpha is not None and self._compile_loss is None:
+        alpha = getattr(self, "_alpha_value", None)
+        if compiled and alpha is not None and _keras_compat.compiled_loss(self) is None:
             _check_hard_loss(None, alpha)
         self._compiled = compiled
 
@@ -235,7 +409,7 @@ class Distiller(keras.Model):
         `_distillation_objective`.
         """
         labels, teacher_logits = split_targets(
-            y, self.temperature, self._distillation_loss.output
+            y, self._temperature_variable.value, self._output, self._output_names
         )
         sample_weight = _example_weights(sample_weight)
         if not training:
@@ -247,10 +421,19 @@ class Distiller(keras.Model):
 
     def _teacher_targets(self, x, cached_logits):
         """(teacher logits, teacher features or None): one teacher forward, or the cache."""
+        if self._output_names:
+            if cached_logits is not None:
+                raise ValueError(
+                    f"`y` carries cached teacher logits ({TEACHER_LOGITS!r}), but the "
+                    f"student has several outputs {self._output_names}: the cache holds one "
+                    "logits tensor. Pass the labels as `y` and let the teacher run."
+                )
+            outputs = keras.tree.flatten(self.teachers[0](x, training=False))
+            return [ops.stop_gradient(ops.cast(output, "float32")) for output in outputs], None
         if self._feature_hints is None:
             if cached_logits is None:
                 cached_logits = _teacher.teacher_logits(
-                    self.teachers, x, self.temperature, self._distillation_loss.output
+                    self.teachers, x, self._temperature_variable.value, self._output
                 )
             return cached_logits, None
         if cached_logits is not None:
@@ -266,25 +449,50 @@ class Distiller(keras.Model):
     def _distillation_objective(
         self, labels, student_logits, teacher_logits, sample_weight, teacher_features=None
     ):
-        """`(1 - alpha) * hard + alpha * T^2 KL + sum_i w_i * feature_i + regularization`.
+        """`(1 - alpha) * hard + alpha * sum_i w_i D_i + sum_j w_j * feature_j + regularization`.
 
         Updates the trackers. The student's features come from the training forward of
         `call` just before; `teacher_features` from `_teacher_targets`.
         """
-        if teacher_logits.shape[-1] != student_logits.shape[-1]:
-            raise ValueError(
-                f"Teacher logits (`y[{TEACHER_LOGITS!r}]` when cached) of shape "
-                f"{tuple(teacher_logits.shape)} do not match the student's output shape "
-                f"{tuple(student_logits.shape)}: they must have the same number of classes."
-            )
-        soft = self._distillation_loss(teacher_logits, student_logits, sample_weight)
-        total = self.alpha * soft + self._regularization()
-        batch_size = ops.shape(student_logits)[0]
-        if self.alpha < 1.0:
-            hard = self._student_loss(labels, student_logits, sample_weight)
-            total = total + (1.0 - self.alpha) * hard
-            self.student_loss_tracker.update_state(_unscale(hard), sample_weight=batch_size)
-        self.distillation_loss_tracker.update_state(_unscale(soft), sample_weight=batch_size)
+        teacher_outputs = keras.tree.flatten(teacher_logits)
+        student_outputs = keras.tree.flatten(student_logits)
+        for teacher_output, student_output in zip(teacher_outputs, student_outputs):
+            if teacher_output.shape[-1] != student_output.shape[-1]:
+                raise ValueError(
+                    f"Teacher logits (`y[{TEACHER_LOGITS!r}]` when cached) of shape "
+                    f"{tuple(teacher_output.shape)} do not match the student's output shape "
+                    f"{tuple(student_output.shape)}: they must have the same number of classes."
+                )
+        temperature = self._temperature_variable.value
+        alpha = self._alpha_variable.value
+        batch_size = ops.shape(student_outputs[0])[0]
+        soft = ops.zeros((), dtype="float32")
+        for output, term, weight, tracker in zip(
+            self._term_outputs, self._terms, self._term_weight_variables, self.term_loss_trackers
+        ):
+            if output is None:
+                term_inputs = (labels, teacher_logits, student_logits, sample_weight)
+            else:  # one output of a multi-output model
+                term_inputs = (
+                    _output_of(labels, output),
+                    teacher_outputs[output],
+                    student_outputs[output],
+                    _output_of(sample_weight, output),
+                )
+            value = _term_loss(term, *term_inputs, temperature)
+            soft = soft + weight.value * value
+            tracker.update_state(_unscale(value), sample_weight=batch_size)
+        total = alpha * soft + self._regularization()
+        if _keras_compat.compiled_loss(self) is not None:
+            if labels is None:
+                if self._alpha_value < 1.0:
+                    self._student_loss(labels, student_logits, sample_weight)  # raises
+                # Decided while tracing: `alpha` may not drop below 1 afterwards.
+                self._trained_without_labels = True
+            else:
+                hard = self._student_loss(labels, student_logits, sample_weight)
+                total = total + (1.0 - alpha) * hard
+                self.student_loss_tracker.update_state(_unscale(hard), sample_weight=batch_size)
         if self._feature_hints is not None:
             hint_losses = self._feature_hints.hint_losses(teacher_features, sample_weight)
             for pair, tracker, hint_loss in hint_losses:
@@ -293,28 +501,31 @@ class Distiller(keras.Model):
         return total
 
     def _student_loss(self, labels, student_logits, sample_weight):
-        if self._compile_loss is None:
+        compiled_loss = _keras_compat.compiled_loss(self)
+        if compiled_loss is None:
             return ops.zeros((), dtype="float32")
         if labels is None:
             raise ValueError(
                 "The Distiller needs labels for its hard-label loss (alpha < 1); got y=None. "
                 "Pass labels, or use alpha=1.0 with compile(loss=None) for soft targets only."
             )
-        return ops.cast(self._compile_loss(labels, student_logits, sample_weight), "float32")
+        return ops.cast(compiled_loss(labels, student_logits, sample_weight), "float32")
 
     def _regularization(self):
         # The student's own losses only: a teacher's activity regularizers must not
-        # leak into the student's objective or its logged loss. Keras' JAX trainer runs
-        # `call` (the student alone) in a stateless scope and hands its losses over in
-        # `_losses_override`; read later, outside that scope, `student.losses` would
-        # drop the activity regularizers (tests/backend_neutral checks both backends).
-        student_losses = getattr(self, "_losses_override", None) or self.student.losses
+        # leak into the student's objective or its logged loss. Under JAX the forward's
+        # losses come from the stateless call (see `_keras_compat`; tests/backend_neutral
+        # checks both backends).
+        student_losses = _keras_compat.losses_in_stateless_call(self) or self.student.losses
         if not student_losses:
             return ops.zeros((), dtype="float32")
         return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        labels, _ = split_targets(y, self.temperature, self._distillation_loss.output)
+        # Only the labels are used: an ensemble's cached logits are folded at an arbitrary
+        # temperature and dropped (JAX runs this outside the scope holding the
+        # Distiller's variables, so the temperature variable cannot be read here).
+        labels, _ = split_targets(y, 1.0, self._output, self._output_names)
         sample_weight = _example_weights(sample_weight)
         return super().compute_metrics(x, labels, y_pred, sample_weight=sample_weight)
 
@@ -329,7 +540,7 @@ class Distiller(keras.Model):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
             sample_weight = _example_weights(sample_weight)
             labels, teacher_logits = split_targets(
-                y, self.temperature, self._distillation_loss.output
+                y, self._temperature_variable.value, self._output, self._output_names
             )
             teacher_logits, teacher_features = self._teacher_targets(x, teacher_logits)
             with tf.GradientTape() as tape:
@@ -337,8 +548,8 @@ class Distiller(keras.Model):
                 loss = self._distillation_objective(
                     labels, student_logits, teacher_logits, sample_weight, teacher_features
                 )
-                self._loss_tracker.update_state(
-                    _unscale(loss), sample_weight=tf.shape(student_logits)[0]
+                _keras_compat.loss_tracker(self).update_state(
+                    _unscale(loss), sample_weight=tf.shape(keras.tree.flatten(student_logits)[0])[0]
                 )
                 scaled_loss = self.optimizer.scale_loss(loss)
             trainable_weights = self.trainable_weights
@@ -351,8 +562,8 @@ class Distiller(keras.Model):
         result = super().test_step(*args, **kwargs)
         if isinstance(result, tuple):
             logs, state = result
-            return _without_training_only_logs(logs), state
-        return _without_training_only_logs(result)
+            return self._without_training_only_logs(logs), state
+        return self._without_training_only_logs(result)
 
     def evaluate(self, *args, **kwargs):
         # Keras takes the final results from `get_metrics_result()` (read across
@@ -368,10 +579,33 @@ class Distiller(keras.Model):
     def get_metrics_result(self):
         result = super().get_metrics_result()
         if getattr(self, "_evaluating", False):
-            return _without_training_only_logs(result)
+            return self._without_training_only_logs(result)
         return result
 
+    def _without_training_only_logs(self, logs):
+        training_only = {_STUDENT_LOSS_LOG, *self._term_log_names}
+        return {
+            key: value
+            for key, value in logs.items()
+            if key not in training_only and not key.startswith(_TRAINING_ONLY_LOG_PREFIX)
+        }
+
     # --- serialization ------------------------------------------------------------
+
+    def save(self, *args, **kwargs):
+        """As `keras.Model.save`, without the teachers' own optimizer state.
+
+        A teacher compiled and trained before distillation carries its optimizer; its
+        state is stale (the teacher is frozen) and the Distiller's file holds what the
+        Distiller needs to resume: the student, projections and its own optimizer.
+        """
+        with _keras_compat.without_optimizers(self.teachers):
+            return super().save(*args, **kwargs)
+
+    def save_weights(self, *args, **kwargs):
+        """As `keras.Model.save_weights`, without the teachers' own optimizer state."""
+        with _keras_compat.without_optimizers(self.teachers):
+            return super().save_weights(*args, **kwargs)
 
     def get_config(self):
         teachers = [_serialize_model(model) for model in self.teachers]
@@ -383,8 +617,32 @@ class Distiller(keras.Model):
             "temperature": self.temperature,
             "alpha": self.alpha,
             "feature_pairs": [keras.saving.serialize_keras_object(p) for p in self.feature_pairs],
-            "output": self._distillation_loss.output,
+            "output": self._output,
+            "distillation_loss": None if self._default_term else self._terms_config(),
+            "standardize": self._standardize,
         }
+
+    def load_own_variables(self, store):
+        # A file saved by keras_kd 0.1.0, before temperature and alpha were variables,
+        # holds none of the Distiller's own: the values from its config, already set at
+        # construction, are the ones it was saved with.
+        if len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
+
+    def _terms_config(self):
+        def items(output):
+            return [
+                {"loss": keras.saving.serialize_keras_object(term), "weight": weight}
+                for index, term, weight in zip(
+                    self._term_outputs, self._terms, self._term_weight_values
+                )
+                if index == output
+            ]
+
+        if not self._output_names:
+            return items(None)
+        return {name: items(index) or None for index, name in enumerate(self._output_names)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -399,7 +657,29 @@ class Distiller(keras.Model):
             keras.saving.deserialize_keras_object(pair, custom_objects)
             for pair in config.pop("feature_pairs", None) or []
         ]
-        return cls(teacher=teacher, student=student, feature_pairs=feature_pairs, **config)
+        def deserialize_terms(items):
+            if items is None:
+                return None
+            return [
+                (
+                    keras.saving.deserialize_keras_object(item["loss"], custom_objects),
+                    item["weight"],
+                )
+                for item in items
+            ]
+
+        terms = config.pop("distillation_loss", None)
+        if isinstance(terms, dict):
+            terms = {name: deserialize_terms(items) for name, items in terms.items()}
+        else:
+            terms = deserialize_terms(terms)
+        return cls(
+            teacher=teacher,
+            student=student,
+            feature_pairs=feature_pairs,
+            distillation_loss=terms,
+            **config,
+        )
 
 
 def _computes_in_float16(model):
@@ -434,15 +714,170 @@ def _unscale(loss):
     return loss
 
 
-def _without_training_only_logs(logs):
-    return {
-        key: value
-        for key, value in logs.items()
-        if key not in _TRAINING_ONLY_LOGS and not key.startswith(_TRAINING_ONLY_LOG_PREFIX)
+def _term_loss(term, labels, teacher_logits, student_logits, sample_weight, temperature):
+    """One distillation term's reduced loss, float32 (the contract of `DistillationTerm`)."""
+    if isinstance(term, losses.DistillationTerm):
+        value = term.distill(labels, teacher_logits, student_logits, sample_weight, temperature)
+    else:
+        y_true = term_targets(term, labels, teacher_logits)
+        value = term(y_true, student_logits, sample_weight=sample_weight)
+    return ops.cast(value, "float32")
+
+
+def _output_of(structure, index):
+    """Output `index`'s entry of a structure aligned with the outputs (or the whole value)."""
+    if isinstance(structure, (list, tuple, dict)):
+        return keras.tree.flatten(structure)[index]
+    return structure
+
+
+def _multi_output_names(model):
+    """The output names of a Functional model with several outputs, else None."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) < 2:
+        return None
+    return list(model.output_names)
+
+
+def _term_entries(distillation_loss, output_names):
+    """[(output index or None, term or None (the default), weight, log name)]."""
+    if not output_names:
+        weighted = _as_weighted_terms(distillation_loss) or [(None, 1.0)]
+        return [
+            (None, term, weight, term.name if term is not None else "distillation_loss")
+            for term, weight in weighted
+        ]
+    if distillation_loss is None:
+        per_output = {name: [(None, 1.0)] for name in output_names}
+    elif isinstance(distillation_loss, dict):
+        unknown = set(distillation_loss) - set(output_names)
+        if unknown:
+            raise ValueError(
+                f"`distillation_loss` names outputs {sorted(unknown)} that the student does "
+                f"not have; its outputs are {output_names}."
+            )
+        per_output = {
+            name: _as_weighted_terms(distillation_loss.get(name)) for name in output_names
+        }
+    else:
+        raise ValueError(
+            f"The student has several outputs {output_names}: `distillation_loss` must be "
+            "a dict from output name to a term, a list of weighted terms, or None to skip "
+            f"that output; got {distillation_loss!r}."
+        )
+    if not any(per_output.values()):
+        raise ValueError(
+            f"`distillation_loss` skips every output of {output_names}: nothing to distil."
+        )
+    return [
+        (index, term, weight, f"{name}_{term.name if term is not None else 'distillation_loss'}")
+        for index, name in enumerate(output_names)
+        for term, weight in per_output[name] or []
+    ]
+
+
+def _check_multi_output(teachers, student, output_names, feature_pairs):
+    """A multi-output teacher and student must have the same outputs (names and widths)."""
+    if len(teachers) > 1 or feature_pairs:
+        raise ValueError(
+            f"A multi-output student ({output_names}) is distilled from one teacher and "
+            "without feature_pairs; got an ensemble or feature pairs."
+        )
+    teacher = teachers[0]
+    teacher_names = _multi_output_names(teacher)
+    student_shapes = [tuple(output.shape[1:]) for output in student.outputs]
+    teacher_shapes = (
+        [tuple(output.shape[1:]) for output in teacher.outputs] if teacher_names else None
+    )
+    if teacher_names != output_names or teacher_shapes != student_shapes:
+        raise ValueError(
+            f"Teacher and student must have the same outputs to distil output by output: "
+            f"teacher {teacher_names} {teacher_shapes}, student {output_names} {student_shapes}."
+        )
+    for model in (teacher, student):
+        for name, layer in zip(output_names, _keras_compat.output_layers(model)):
+            activation = getattr(getattr(layer, "activation", None), "__name__", None)
+            if isinstance(layer, keras.layers.Softmax) or activation in ("softmax", "sigmoid"):
+                raise ValueError(
+                    f"Output {name!r} of {model.name!r} ends in a {activation or 'softmax'}; "
+                    "multi-output Distillers need logits on every output (activation=None)."
+                )
+
+
+def _as_weighted_terms(distillation_loss):
+    """`distillation_loss` as a list of (loss, weight), or None for the default term."""
+    if distillation_loss is None:
+        return None
+    if isinstance(distillation_loss, (list, tuple)):
+        items = distillation_loss
+    else:
+        items = [distillation_loss]
+    if isinstance(distillation_loss, tuple) and len(distillation_loss) == 2 and not isinstance(
+        distillation_loss[1], keras.losses.Loss
+    ):
+        items = [distillation_loss]  # one (loss, weight) pair
+    if not items:
+        raise ValueError("`distillation_loss` must name at least one term, got [].")
+    weighted = []
+    for index, item in enumerate(items):
+        loss, weight = item if isinstance(item, (list, tuple)) and len(item) == 2 else (item, 1.0)
+        if not isinstance(loss, keras.losses.Loss):
+            raise ValueError(
+                f"`distillation_loss[{index}]` must be a keras.losses.Loss (e.g. "
+                f"keras_kd.DecoupledDistillationLoss()) or a (loss, weight) pair, got {item!r}."
+            )
+        weighted.append((loss, _check_term_weight(weight, loss.name)))
+    names = [loss.name for loss, _ in weighted]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    reserved = sorted(set(names) & {"loss", _STUDENT_LOSS_LOG})
+    if repeated or reserved:
+        raise ValueError(
+            f"Distillation term names are their log keys and must differ from each other "
+            f"and from 'loss' and 'student_loss'; got {names}. Pass `name=` to the terms."
+        )
+    return weighted
+
+
+def _check_term_weight(weight, name):
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+        math.isfinite(weight) and weight >= 0
+    ):
+        raise ValueError(
+            f"The weight of distillation term {name!r} must be a finite number >= 0, "
+            f"got {weight!r}."
+        )
+    return float(weight)
+
+
+def _resolve_temperature(temperature, weighted_terms):
+    """The Distiller's T: given, or the terms' common one, or 4.0; never two values."""
+    own = {
+        loss.name: loss.temperature
+        for loss, _ in weighted_terms or []
+        if isinstance(loss, losses.DistillationTerm)
     }
+    if temperature is not None:
+        temperature = _validation.check_temperature(temperature)
+        differing = {name: value for name, value in own.items() if value != temperature}
+        if differing:
+            raise ValueError(
+                f"`temperature`={temperature!r} differs from the temperature of the terms "
+                f"{differing}: every term follows the Distiller's one temperature. Give it "
+                "once, on the terms or as `temperature`."
+            )
+        return temperature
+    if len(set(own.values())) > 1:
+        raise ValueError(
+            f"The distillation terms have different temperatures {own}, but a Distiller "
+            "has one temperature, which every term follows. Construct them with the same one."
+        )
+    return next(iter(own.values()), _DEFAULT_TEMPERATURE)
 
 
-def _check_hard_loss(loss, alpha):
+def _check_hard_loss(loss, alpha, output_names=None):
     if loss is None:
         if alpha < 1.0:
             raise ValueError(
@@ -453,9 +888,14 @@ def _check_hard_loss(loss, alpha):
             )
         return
     if isinstance(loss, (list, tuple, dict)):
-        raise ValueError(
-            f"The Distiller trains single-output students: `loss` must be one loss, got {loss!r}."
-        )
+        if not output_names:
+            raise ValueError(
+                f"This student has a single output: `loss` must be one loss, got {loss!r}."
+            )
+        for item in loss.values() if isinstance(loss, dict) else loss:
+            if item is not None:
+                _check_hard_loss(item, 0.0)
+        return
     name = loss if isinstance(loss, str) else getattr(loss, "__name__", None)
     takes_probabilities = name in _PROBABILITY_LOSS_NAMES
     if isinstance(loss, keras.losses.Loss):
@@ -467,3 +907,18 @@ def _check_hard_loss(loss, alpha):
             "keras.losses.SparseCategoricalCrossentropy(from_logits=True) or "
             "keras_kd.LabelSmoothingLoss(0.1, from_logits=True)."
         )
+
+
+def _check_terms_output(output, entries):
+    """`output` after checking that no given term reads its logits in another form."""
+    output = _binary.check_output(output)
+    for _, term, _, _ in entries:
+        term_output = getattr(term, "output", output)
+        if term_output != output:
+            raise ValueError(
+                f"The distillation term {term.name!r} has output={term_output!r}, but the "
+                f"Distiller has output={output!r}: the teacher's logits are converted and "
+                f"an ensemble folded in the Distiller's form. Pass output={term_output!r} "
+                "to the Distiller too."
+            )
+    return output

@@ -32,13 +32,18 @@ TEACHER_MEMBER_LOGITS: Final = "teacher_member_logits"
 _KEYS = (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS)
 
 
-def check_target_keys(y):
+def is_per_output(y, output_names=()):
+    """True when `y` is a multi-output model's labels: a dict keyed by its output names."""
+    return isinstance(y, dict) and bool(output_names) and bool(y) and set(y) <= set(output_names)
+
+
+def check_target_keys(y, output_names=()):
     """Raises when a dict `y` has a key outside the protocol (a misspelt one, say).
 
     Without this, `{"labels": y, "teacher_logit": t}` would be read as plain labels
     and the cached logits silently ignored (the teacher would run, or fail).
     """
-    if not isinstance(y, dict):
+    if not isinstance(y, dict) or is_per_output(y, output_names):
         return
     unknown = [key for key in y if key not in _KEYS]
     if unknown or not y:
@@ -58,7 +63,10 @@ def check_target_keys(y):
 
 
 def split_targets(
-    y: TensorLike, temperature: Optional[float] = None, output: str = "softmax"
+    y: TensorLike,
+    temperature: Optional[float] = None,
+    output: str = "softmax",
+    output_names: tuple = (),
 ) -> tuple[Optional[TensorLike], Optional[TensorLike]]:
     """Splits `y` into (labels, teacher logits or None).
 
@@ -68,8 +76,11 @@ def split_targets(
     "teacher_member_logits": (batch, M, K)}` from an ensemble of M. An ensemble's fold
     depends on the temperature, so it is folded here, at `temperature`, by the same
     `losses.ensemble_logits` as a live ensemble (with `output`, "softmax" or
-    "sigmoid"): one cache serves every temperature. A dict with any other key raises.
+    "sigmoid"): one cache serves every temperature. A dict with any other key raises,
+    unless its keys are among `output_names`: a multi-output model's labels.
     """
+    if is_per_output(y, output_names):
+        return y, None
     check_target_keys(y)
     if isinstance(y, dict) and TEACHER_LOGITS in y:
         return y.get(LABELS), ops.cast(y[TEACHER_LOGITS], "float32")

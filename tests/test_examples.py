@@ -55,6 +55,18 @@ def test_teacher_free():
     assert all(0.0 <= accuracy <= 1.0 for accuracy in results.values())
 
 
+def test_custom_term():
+    results = run_example("custom_term")
+    history = results["history"]
+    # Each term is logged by its name, with finite values; the cosine term lies in [0, 1].
+    for key in ("loss", "student_loss", "decoupled_distillation_loss", "cosine_term"):
+        assert len(history[key]) == 2 and all(math.isfinite(v) for v in history[key]), key
+    assert all(0.0 <= value <= 1.0 for value in history["cosine_term"])
+    assert 0.0 <= results["accuracy"] <= 1.0
+    # The warm-up (over max(1, 2 // 3) = 1 epoch) has reached DKD's full weight.
+    assert results["term_weights"] == {"decoupled_distillation_loss": 1.0, "cosine_term": 2.0}
+
+
 def test_ece_early_stopping():
     history = run_example("ece_early_stopping")
     assert 1 <= len(history["val_ece"]) <= 3

@@ -15,32 +15,45 @@ soft targets, shape (..., K); which one is decided from the static shapes.
 
 # Modules, one concern each (as optax.losses): `_core` (tempered log-softmax, KL,
 # cross-entropy), `_distillation` (Hinton's KD, ensembles, logit matching),
-# `_smoothing` (label smoothing, virtual teacher).
+# `_smoothing` (label smoothing, virtual teacher), `_term` (the Distiller-term contract),
+# `_decoupled` (DKD), `_dist` (DIST).
 from keras_kd.losses._core import cross_entropy
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
+from keras_kd.losses._decoupled import DecoupledDistillationLoss
+from keras_kd.losses._decoupled import decoupled_distillation_loss
+from keras_kd.losses._dist import DISTLoss
+from keras_kd.losses._dist import dist_loss
 from keras_kd.losses._distillation import DistillationLoss
 from keras_kd.losses._distillation import LogitMatchingLoss
 from keras_kd.losses._distillation import distillation_loss
 from keras_kd.losses._distillation import ensemble_logits
 from keras_kd.losses._distillation import logit_matching_loss
+from keras_kd.losses._distillation import standardize_logits
 from keras_kd.losses._smoothing import LabelSmoothingLoss
 from keras_kd.losses._smoothing import VirtualTeacherLoss
 from keras_kd.losses._smoothing import label_smoothing_loss
 from keras_kd.losses._smoothing import virtual_teacher_loss
 from keras_kd.losses._smoothing import virtual_teacher_probs
+from keras_kd.losses._term import DistillationTerm
 
 __all__ = [
+    "DISTLoss",
+    "DecoupledDistillationLoss",
     "DistillationLoss",
+    "DistillationTerm",
     "LabelSmoothingLoss",
     "LogitMatchingLoss",
     "VirtualTeacherLoss",
     "cross_entropy",
+    "decoupled_distillation_loss",
+    "dist_loss",
     "distillation_loss",
     "ensemble_logits",
     "kl_divergence_from_log_probs",
     "label_smoothing_loss",
     "logit_matching_loss",
+    "standardize_logits",
     "tempered_log_softmax",
     "virtual_teacher_loss",
     "virtual_teacher_probs",

@@ -14,9 +14,53 @@ from keras_kd.losses._core import check_teacher_logits
 from keras_kd.losses._core import check_same_shape
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
+from keras_kd.losses._term import DistillationTerm
 
 
-def distillation_loss(teacher_logits, student_logits, temperature=4.0, output="softmax"):
+def standardize_logits(logits):
+    """Logit standardization, `(z - mean_k z) / (1e-7 + std_k z)` per example, float32.
+
+    The standard deviation is the unbiased one (divisor K - 1), as in the authors'
+    code (`torch.std`); `keras.ops.std` would give the population one. Softmax is
+    invariant to the shift but not to the scale, so distilling standardized logits
+    asks the student to match the teacher's *relative* logits whatever its own
+    logit range (Sun et al. 2024).
+
+    Args:
+        logits: tensor of shape (..., K), K >= 2.
+
+    Returns:
+        float32 tensor of shape (..., K) with zero mean and unit unbiased std per row
+        (a constant row becomes all zeros).
+
+    Example:
+        >>> standardize_logits([[1.0, 2.0, 3.0]])  # [[-1, 0, 1]]
+
+    References:
+        Sun et al. Logit Standardization in Knowledge Distillation. CVPR 2024
+        (logit-standardization-KD, `mdistiller/distillers/KD.py::normalize`).
+    """
+    logits = ops.cast(logits, "float32")
+    num_classes = logits.shape[-1]
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(
+            f"`standardize_logits` needs K >= 2 classes on the last axis (the unbiased "
+            f"std divides by K - 1), got logits of shape {tuple(logits.shape)}."
+        )
+    centred = logits - ops.mean(logits, axis=-1, keepdims=True)
+    unbiased_variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / (
+        ops.cast(ops.shape(logits)[-1], "float32") - 1.0
+    )
+    return centred / (1e-7 + ops.sqrt(unbiased_variance))
+
+
+def distillation_loss(
+    teacher_logits,
+    student_logits,
+    temperature: float = 4.0,
+    output: str = "softmax",
+    standardize: bool = False,
+):
     """Hinton's soft-target loss, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
     The `T^2` factor keeps the soft term's gradient, which scales as `1 / T^2`,
@@ -36,13 +80,17 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0, output="s
             "sigmoid" (K independent binary labels: `T^2 * mean_k` of Bernoulli KLs
             between `sigmoid(t_k / T)` and `sigmoid(s_k / T)`). K = 1 is binary under
             either, the two-class softmax over `[0, z]`; see `losses._binary`.
+        standardize: bool, default False. True applies `standardize_logits` to both
+            logits first (Sun et al. 2024: `T^2 KL(softmax(Z(t) / T) || softmax(Z(s) / T))`).
 
     Returns:
         float32 per-example loss, shape (...,).
 
     References:
         Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015.
+        Sun et al. Logit Standardization in Knowledge Distillation. CVPR 2024.
     """
+    teacher_logits, student_logits = _maybe_standardize(teacher_logits, student_logits, standardize)
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     if _binary.is_binary_form(student_logits, output):
         if isinstance(temperature, numbers.Real):
@@ -52,6 +100,13 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0, output="s
     student_log_probs = tempered_log_softmax(student_logits, temperature)
     kl = kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
     return (temperature**2) * kl
+
+
+def _maybe_standardize(teacher_logits, student_logits, standardize):
+    """Both logits standardized when `standardize` is True; as given otherwise."""
+    if not _validation.check_bool(standardize, "standardize"):
+        return teacher_logits, student_logits
+    return standardize_logits(teacher_logits), standardize_logits(student_logits)
 
 
 def ensemble_logits(teacher_logits_list, temperature, output="softmax"):
@@ -119,18 +174,21 @@ def logit_matching_loss(teacher_logits, student_logits, output="softmax"):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class DistillationLoss(CheckedLoss):
+class DistillationLoss(DistillationTerm):
     """`T^2 * KL(softmax(t / T) || softmax(s / T))` with teacher logits as `y_true`.
 
     Computed from `log_softmax` in float32 with no clipping (see
     `keras_kd.losses.distillation_loss`). Makes offline distillation a one-line
-    compile: precompute the teacher's logits and fit on them.
+    compile: precompute the teacher's logits and fit on them. It is also the
+    `Distiller`'s default term (a `keras_kd.DistillationTerm`).
 
     Args:
         temperature: float > 0, default 4.0.
         output: "softmax" (default) or "sigmoid" for binary/multi-label models (a
             single logit is binary either way); see `distillation_loss`.
         reduction, name, dtype: as for any `keras.losses.Loss`.
+        standardize: bool, default False: standardize both logits first
+            (`standardize_logits`; Sun et al. 2024, whose default base T is 2).
 
     `y_true` must be the teacher's *logits*: probabilities (a softmax teacher's
     `predict`) raise, eagerly with a `ValueError`, inside a compiled TensorFlow `fit`
@@ -150,18 +208,24 @@ class DistillationLoss(CheckedLoss):
         reduction="sum_over_batch_size",
         name="distillation_loss",
         dtype=None,
+        standardize=False,
         output="softmax",
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = _validation.check_temperature(temperature)
+        super().__init__(temperature=temperature, name=name, reduction=reduction, dtype=dtype)
+        self.standardize = _validation.check_bool(standardize, "standardize")
         self.output = _binary.check_output(output)
 
-    def call(self, y_true, y_pred):
-        y_true = check_teacher_logits(y_true, self.output, name="y_true")
-        return distillation_loss(y_true, y_pred, self.temperature, self.output)
+    def compute(self, teacher_logits, student_logits, temperature, labels=None):
+        return distillation_loss(
+            teacher_logits,
+            student_logits,
+            temperature,
+            output=self.output,
+            standardize=self.standardize,
+        )
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature, "output": self.output}
+        return {**super().get_config(), "standardize": self.standardize, "output": self.output}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

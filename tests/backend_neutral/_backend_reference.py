@@ -127,3 +127,38 @@ def teacher_weights(arrays):
 
 def student_weights(arrays):
     return [arrays[f"student_{name}"] for name in ("w1", "b1", "w2", "b2")]
+
+
+def dkd_loss(labels, teacher_logits, student_logits, temperature, alpha, beta):
+    """DKD per example (mdistiller dkd_loss), the target class removed exactly."""
+    out = []
+    for label, t, s in zip(labels, teacher_logits, student_logits):
+        log_p, log_q = log_softmax(t, temperature), log_softmax(s, temperature)
+        rest = np.arange(len(t)) != label
+        binary_p = np.array([log_p[label], np.logaddexp.reduce(log_p[rest])])
+        binary_q = np.array([log_q[label], np.logaddexp.reduce(log_q[rest])])
+        tckd = np.sum(np.exp(binary_p) * (binary_p - binary_q))
+        rest_p, rest_q = log_softmax(t[rest], temperature), log_softmax(s[rest], temperature)
+        nckd = np.sum(np.exp(rest_p) * (rest_p - rest_q))
+        out.append(temperature**2 * (alpha * tckd + beta * nckd))
+    return np.array(out)
+
+
+def dist_loss(teacher_logits, student_logits, temperature, beta, gamma):
+    """DIST (DIST_KD dist_kd.py): Pearson of softmax(z / T) over rows and over columns."""
+
+    def pearson_rows(a, b):
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-8)
+
+    y_s, y_t = softmax(student_logits, temperature), softmax(teacher_logits, temperature)
+    inter = 1 - pearson_rows(y_s, y_t).mean()
+    intra = 1 - pearson_rows(y_s.T, y_t.T).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+def standardize(logits):
+    """Logit standardization with the unbiased std (torch.std), as the authors' code."""
+    logits = np.asarray(logits, dtype=np.float64)
+    centred = logits - logits.mean(-1, keepdims=True)
+    return centred / (1e-7 + logits.std(-1, ddof=1, keepdims=True))

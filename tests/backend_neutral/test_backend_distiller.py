@@ -157,3 +157,38 @@ def test_short_distillation_with_jit_compile_on_an_accelerator(arrays):
         distiller.predict(x, verbose=0), ref.mlp(student.get_weights(), x)[1], rtol=1e-2,
         atol=1e-2,
     )
+
+
+def test_scheduled_temperature_and_alpha_take_effect_at_the_next_step(arrays):
+    """Under JAX, fit keeps variables in its own state: a schedule's assignment must reach it.
+
+    One full-batch step per epoch, the soft term (unweighted, so the student's
+    regularizers do not enter it) checked against NumPy at each epoch's temperature.
+    """
+    from keras_kd.schedules import DistillationSchedule
+
+    teacher, student = build_models(arrays)
+    distiller = compiled_distiller(teacher, student)
+    temperatures, alphas = [2.0, 5.0, 9.0], [0.2, 0.6, 1.0]
+    outputs = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            model = self.model  # syncs the JAX state into the variables first
+            x = arrays["x"]
+            outputs.append([keras.ops.convert_to_numpy(m(x, training=False)) for m in model.teachers + [model.student]])
+
+    schedule = DistillationSchedule(
+        temperature=lambda epoch: temperatures[epoch], alpha=lambda epoch: alphas[epoch]
+    )
+    history = distiller.fit(
+        arrays["x"], arrays["labels"], batch_size=len(arrays["x"]), epochs=3, shuffle=False,
+        verbose=0, callbacks=[schedule, Record()],
+    )
+    for epoch, (teacher_logits, student_logits) in enumerate(outputs):
+        expected = np.mean(ref.kd_loss(teacher_logits, student_logits, temperatures[epoch]))
+        np.testing.assert_allclose(
+            history.history["distillation_loss"][epoch], expected, rtol=1e-5
+        )
+    assert (distiller.temperature, distiller.alpha) == (9.0, 1.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(distiller._temperature_variable), 9.0)

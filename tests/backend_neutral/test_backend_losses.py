@@ -87,6 +87,18 @@ LOSSES = {
         lambda t, y, s: losses.cross_entropy(y, s),
         lambda t, y, s: ref.cross_entropy(y, s),
     ),
+    "decoupled_distillation_loss": (
+        lambda t, y, s: losses.decoupled_distillation_loss(y, t, s, TEMPERATURE, 1.0, 8.0),
+        lambda t, y, s: ref.dkd_loss(y, t, s, TEMPERATURE, 1.0, 8.0),
+    ),
+    "dist_loss": (
+        lambda t, y, s: losses.dist_loss(t, s, TEMPERATURE, beta=1.0, gamma=2.0),
+        lambda t, y, s: ref.dist_loss(t, s, TEMPERATURE, 1.0, 2.0),
+    ),
+    "distillation_loss_standardized": (
+        lambda t, y, s: losses.distillation_loss(t, s, TEMPERATURE, standardize=True),
+        lambda t, y, s: ref.kd_loss(ref.standardize(t), ref.standardize(s), TEMPERATURE),
+    ),
 }
 
 
@@ -137,6 +149,23 @@ def test_extreme_and_float16_logits_give_finite_float32_values_and_gradients(arr
         TEMPERATURE,
     )
     np.testing.assert_allclose(ops.convert_to_numpy(value), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_decoupled_loss_with_extreme_and_float16_logits_is_finite(arrays):
+    """DKD masks the target class exactly: no NaN gradient from a masked -inf on any backend."""
+    labels = arrays["labels"]
+    teacher, student = arrays["teacher_logits"] * 3e3, arrays["student_logits"] * -3e3
+    function = lambda s: ops.sum(  # noqa: E731
+        losses.decoupled_distillation_loss(labels, teacher, s, TEMPERATURE)
+    )
+    gradient = backend_gradient(function, student)
+    assert np.all(np.isfinite(gradient))
+    value = ops.convert_to_numpy(function(student))
+    expected = np.sum(ref.dkd_loss(labels, teacher, student, TEMPERATURE, 1.0, 8.0))
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    half = [ops.cast(arrays[key], "float16") for key in ("teacher_logits", "student_logits")]
+    value = losses.decoupled_distillation_loss(labels, *half, TEMPERATURE)
+    assert ops.convert_to_numpy(value).dtype == np.float32
 
 
 def test_ensemble_logits_fold_the_mean_of_tempered_softmaxes(arrays):
