@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_kd import _sequence
 from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd import features
@@ -86,6 +87,17 @@ class Distiller(keras.Model):
             a single Functional or Sequential teacher and student, and a live teacher
             (not cached logits), since features are not cached.
         name: the model's name.
+        divergence: "kl" (default, Hinton's forward KL), "reverse_kl" or "jsd": the
+            soft term's divergence, as `keras_kd.losses.distillation_loss`.
+        beta: float in (0, 1), default 0.5, the JSD's mixture weight.
+        reduction: how the soft term is reduced over examples (and tokens). None
+            (default): exactly as the compiled hard-label loss is, so
+            `SparseCategoricalCrossentropy(from_logits=True,
+            reduction="mean_with_sample_weight")` with a padding mask as
+            `sample_weight` makes both terms means over real tokens; or an explicit
+            Keras reduction ("sum_over_batch_size", "mean_with_sample_weight", "sum",
+            "mean"). The logged `distillation_loss` is reduced the same way. See
+            docs/guides/language-models.md.
 
     Example:
         >>> distiller = Distiller(teacher=teacher, student=student, temperature=4.0, alpha=0.9)
@@ -115,6 +127,9 @@ class Distiller(keras.Model):
         alpha=0.9,
         feature_pairs=None,
         name="distiller",
+        divergence="kl",
+        beta=0.5,
+        reduction=None,
         **kwargs,
     ):
         if "dtype" not in kwargs and _computes_in_float16(student):
@@ -148,7 +163,11 @@ class Distiller(keras.Model):
         self._teacher_is_ensemble = isinstance(teacher, (list, tuple))
         self.teachers = [_teacher.freeze(model) for model in teachers]
         self.student = student
-        self._distillation_loss = losses.DistillationLoss(temperature=self.temperature)
+        self.divergence, self.beta = divergence, beta
+        self.reduction = _sequence.check_reduction(reduction)
+        self._distillation_loss = losses.DistillationLoss(
+            temperature=self.temperature, divergence=divergence, beta=beta
+        )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.feature_pairs = feature_pairs
@@ -253,12 +272,16 @@ class Distiller(keras.Model):
         Updates the trackers. The student's features come from the training forward of
         `call` just before; `teacher_features` from `_teacher_targets`.
         """
+        teacher_logits = _sequence.dense_teacher_logits(
+            teacher_logits, student_logits, self.divergence
+        )
         if teacher_logits.shape[-1] != student_logits.shape[-1]:
             raise ValueError(
                 f"Teacher logits (`y[{TEACHER_LOGITS!r}]` when cached) of shape "
                 f"{tuple(teacher_logits.shape)} do not match the student's output shape "
                 f"{tuple(student_logits.shape)}: they must have the same number of classes."
             )
+        self._distillation_loss.reduction = _sequence.soft_reduction(self.reduction, self.loss)
         soft = self._distillation_loss(teacher_logits, student_logits, sample_weight)
         total = self.alpha * soft + self._regularization()
         batch_size = ops.shape(student_logits)[0]
@@ -363,6 +386,9 @@ class Distiller(keras.Model):
             "temperature": self.temperature,
             "alpha": self.alpha,
             "feature_pairs": [keras.saving.serialize_keras_object(p) for p in self.feature_pairs],
+            "divergence": self.divergence,
+            "beta": self.beta,
+            "reduction": self.reduction,
         }
 
     @classmethod

@@ -6,6 +6,9 @@ in neither. `y` is either plain labels, or a dict
     {"labels": labels, "teacher_logits": (batch, K)}             # one teacher
     {"labels": labels, "teacher_member_logits": (batch, M, K)}   # an ensemble of M
 
+    {"labels": labels, "teacher_topk_logits": (batch, ..., k),
+     "teacher_topk_indices": (batch, ..., k)}                    # a top-k cache
+
 where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
 
@@ -18,6 +21,10 @@ TEACHER_LOGITS = "teacher_logits"
 # An ensemble's cache keeps each member's logits, (batch, M, K), folded at the
 # Distiller's own temperature by `split_targets`.
 TEACHER_MEMBER_LOGITS = "teacher_member_logits"
+# A top-k cache keeps, per position, the teacher's k largest logits and their class
+# indices; the Distiller trains on them renormalized (`keras_kd._sequence`).
+TEACHER_TOPK_LOGITS = "teacher_topk_logits"
+TEACHER_TOPK_INDICES = "teacher_topk_indices"
 
 
 def split_targets(y, temperature=None):
@@ -40,6 +47,10 @@ def split_targets(y, temperature=None):
             )
         members = ops.unstack(ops.cast(y[TEACHER_MEMBER_LOGITS], "float32"), axis=1)
         return y.get(LABELS), losses.ensemble_logits(members, temperature)
+    if isinstance(y, dict) and TEACHER_TOPK_LOGITS in y:
+        # Densified against the student's logits, whose K the cache does not carry.
+        topk = {"values": y[TEACHER_TOPK_LOGITS], "indices": y[TEACHER_TOPK_INDICES]}
+        return y.get(LABELS), topk
     return y, None
 
 
@@ -51,7 +62,7 @@ def example_weights(sample_weight):
     w}`; both entries are the same per-example weights.
     """
     if isinstance(sample_weight, dict):
-        for key in (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS):
+        for key in (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS, TEACHER_TOPK_LOGITS):
             if sample_weight.get(key) is not None:
                 return sample_weight[key]
         return None

@@ -15,7 +15,8 @@ soft targets, shape (..., K); which one is decided from the static shapes.
 
 # Modules, one concern each (as optax.losses): `_core` (tempered log-softmax, KL,
 # cross-entropy), `_distillation` (Hinton's KD, ensembles, logit matching),
-# `_smoothing` (label smoothing, virtual teacher).
+# `_smoothing` (label smoothing, virtual teacher), `_divergences` (forward and
+# reverse KL, generalized JSD).
 from keras_kd.losses._core import cross_entropy
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
@@ -24,6 +25,10 @@ from keras_kd.losses._distillation import LogitMatchingLoss
 from keras_kd.losses._distillation import distillation_loss
 from keras_kd.losses._distillation import ensemble_logits
 from keras_kd.losses._distillation import logit_matching_loss
+from keras_kd.losses._divergences import DIVERGENCES
+from keras_kd.losses._divergences import divergence_from_log_probs
+from keras_kd.losses._divergences import generalized_jsd_from_log_probs
+from keras_kd.losses._divergences import reverse_kl_divergence_from_log_probs
 from keras_kd.losses._smoothing import LabelSmoothingLoss
 from keras_kd.losses._smoothing import VirtualTeacherLoss
 from keras_kd.losses._smoothing import label_smoothing_loss
@@ -31,16 +36,20 @@ from keras_kd.losses._smoothing import virtual_teacher_loss
 from keras_kd.losses._smoothing import virtual_teacher_probs
 
 __all__ = [
+    "DIVERGENCES",
     "DistillationLoss",
     "LabelSmoothingLoss",
     "LogitMatchingLoss",
     "VirtualTeacherLoss",
     "cross_entropy",
     "distillation_loss",
+    "divergence_from_log_probs",
     "ensemble_logits",
+    "generalized_jsd_from_log_probs",
     "kl_divergence_from_log_probs",
     "label_smoothing_loss",
     "logit_matching_loss",
+    "reverse_kl_divergence_from_log_probs",
     "tempered_log_softmax",
     "virtual_teacher_loss",
     "virtual_teacher_probs",

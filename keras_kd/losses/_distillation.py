@@ -10,9 +10,12 @@ from keras_kd.losses._core import PACKAGE
 from keras_kd.losses._core import check_same_shape
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
+from keras_kd.losses._divergences import check_beta
+from keras_kd.losses._divergences import check_divergence
+from keras_kd.losses._divergences import divergence_from_log_probs
 
 
-def distillation_loss(teacher_logits, student_logits, temperature=4.0):
+def distillation_loss(teacher_logits, student_logits, temperature=4.0, divergence="kl", beta=0.5):
     """Hinton's soft-target loss, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
     The `T^2` factor keeps the soft term's gradient, which scales as `1 / T^2`,
@@ -28,17 +31,25 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0):
         teacher_logits: shape (..., K).
         student_logits: shape (..., K).
         temperature: float > 0, default 4.0.
+        divergence: "kl" (default, Hinton's forward `KL(p_t || p_s)`), "reverse_kl"
+            (`T^2 KL(p_s || p_t)`, MiniLLM) or "jsd" (`T^2 [beta KL(p_t || m) +
+            (1 - beta) KL(p_s || m)]`, `m = beta p_t + (1 - beta) p_s`, GKD); see
+            `keras_kd.losses._divergences`.
+        beta: float in (0, 1), default 0.5: the teacher's weight in the JSD mixture.
 
     Returns:
-        float32 per-example loss, shape (...,).
+        float32 per-example loss, shape (...,). Logits of shape (batch, ..., K), e.g.
+        (batch, sequence, vocabulary), give one loss per position, (batch, ...).
 
     References:
         Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015.
+        Agarwal et al. On-Policy Distillation of Language Models (GKD). ICLR 2024.
+        Gu et al. MiniLLM: Knowledge Distillation of Large Language Models. ICLR 2024.
     """
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     teacher_log_probs = tempered_log_softmax(teacher_logits, temperature)
     student_log_probs = tempered_log_softmax(student_logits, temperature)
-    kl = kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
+    kl = divergence_from_log_probs(teacher_log_probs, student_log_probs, divergence, beta)
     return (temperature**2) * kl
 
 
@@ -98,7 +109,12 @@ class DistillationLoss(keras.losses.Loss):
 
     Args:
         temperature: float > 0, default 4.0.
-        reduction, name, dtype: as for any `keras.losses.Loss`.
+        reduction, name, dtype: as for any `keras.losses.Loss`. With logits of shape
+            (batch, sequence, K) and a padding mask of shape (batch, sequence) as
+            `sample_weight`, `reduction="mean_with_sample_weight"` gives the mean over
+            real tokens.
+        divergence: "kl" (default), "reverse_kl" or "jsd"; see `distillation_loss`.
+        beta: float in (0, 1), default 0.5, the JSD's mixture weight.
 
     Example:
         >>> student.compile("adam", loss=DistillationLoss(temperature=4.0))
@@ -109,16 +125,29 @@ class DistillationLoss(keras.losses.Loss):
     """
 
     def __init__(
-        self, temperature=4.0, reduction="sum_over_batch_size", name="distillation_loss", dtype=None
+        self,
+        temperature=4.0,
+        reduction="sum_over_batch_size",
+        name="distillation_loss",
+        dtype=None,
+        divergence="kl",
+        beta=0.5,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _validation.check_temperature(temperature)
+        self.divergence = check_divergence(divergence)
+        self.beta = check_beta(beta)
 
     def call(self, y_true, y_pred):
-        return distillation_loss(y_true, y_pred, self.temperature)
+        return distillation_loss(y_true, y_pred, self.temperature, self.divergence, self.beta)
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "divergence": self.divergence,
+            "beta": self.beta,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,0 +1,82 @@
+"""Token-level distillation: how the soft term is reduced, and top-k teacher targets.
+
+Sequence models give logits of shape (batch, ..., K) and a padding mask of shape
+(batch, ...) as `sample_weight`; every loss then yields one value per position and
+Keras' reduction turns them into the scalar that trains. The hard-label loss given to
+`Distiller.compile` chooses that reduction; the soft term follows it unless told
+otherwise, so that both are means over the same positions and `alpha` keeps its
+meaning whatever the amount of padding.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_kd import _validation
+
+# Keras' reductions to a scalar ("none" would leave a per-token tensor to train on).
+_SCALAR_REDUCTIONS = ("sum_over_batch_size", "mean_with_sample_weight", "mean", "sum")
+# What Keras wraps a loss function or a name in (`LossFunctionWrapper`'s default).
+_KERAS_DEFAULT_REDUCTION = "sum_over_batch_size"
+
+
+def check_reduction(reduction):
+    """None (follow the hard-label loss) or one of Keras' scalar reductions."""
+    if reduction is None:
+        return None
+    return _validation.check_choice(reduction, "reduction", _SCALAR_REDUCTIONS)
+
+
+def soft_reduction(reduction, hard_loss):
+    """The soft term's reduction: `reduction` if given, else the hard-label loss's own.
+
+    A `keras.losses.Loss` instance carries its reduction; a loss function or name is
+    wrapped by Keras with "sum_over_batch_size". A hard loss reducing to "none" (per
+    position) has no scalar to follow, so the soft term takes Keras' default.
+    """
+    if reduction is not None:
+        return reduction
+    hard_reduction = getattr(hard_loss, "reduction", None)
+    if isinstance(hard_loss, keras.losses.Loss) and hard_reduction in _SCALAR_REDUCTIONS:
+        return hard_reduction
+    return _KERAS_DEFAULT_REDUCTION
+
+
+def dense_teacher_logits(teacher_logits, student_logits, divergence):
+    """Dense (..., K) teacher logits from a top-k cache's targets; dense ones unchanged.
+
+    A top-k cache (`keras_kd.cache_teacher_logits(..., top_k=k)`) gives, per position,
+    the teacher's k largest logits and their class indices, as the dict
+    `{"values": (..., k), "indices": (..., k)}` that `keras_kd.targets.split_targets`
+    returns. They become logits equal to the teacher's on those k classes and `-inf`
+    elsewhere: at any temperature their softmax is the teacher's tempered softmax
+    renormalized over its top k (the tail's mass moved to the top k in proportion),
+    and with k = K it is exactly the dense teacher. Reverse KL `KL(p_s || p_t)` is
+    infinite against such a target when k < K, so it is rejected.
+    """
+    if not isinstance(teacher_logits, dict):
+        return teacher_logits
+    values = ops.cast(teacher_logits["values"], "float32")
+    # Keras casts every `y` entry to float when it builds the loss inputs; class
+    # indices are exact in float32 below 2^24 (vocabularies of up to 16.7M).
+    indices = ops.cast(teacher_logits["indices"], "int32")
+    num_classes, top_k = student_logits.shape[-1], values.shape[-1]
+    if divergence == "reverse_kl" and top_k != num_classes:
+        raise ValueError(
+            f"divergence='reverse_kl' with a top-k teacher cache (top_k={top_k} of "
+            f"{num_classes} classes) is infinite: the renormalized top-k teacher gives the "
+            "other classes probability 0, where the student's is not. Use divergence='kl' "
+            "or 'jsd', or cache with top_k equal to the number of classes."
+        )
+    leading_shape = ops.shape(values)[:-1]
+    flat_values = ops.reshape(values, (-1,))
+    flat_indices = ops.reshape(indices, (-1, top_k))
+    num_positions = ops.shape(flat_indices)[0]
+    rows = ops.repeat(ops.arange(num_positions, dtype="int32"), top_k)
+    coordinates = ops.stack([rows, ops.reshape(flat_indices, (-1,))], axis=1)
+    dense_shape = (num_positions, num_classes)
+    scattered = ops.scatter(coordinates, flat_values, dense_shape)
+    present = ops.scatter(coordinates, ops.ones_like(flat_values), dense_shape)
+    dense = ops.where(present > 0, scattered, -math.inf)
+    return ops.stop_gradient(ops.reshape(dense, (*leading_shape, num_classes)))
