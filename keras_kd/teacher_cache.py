@@ -36,7 +36,14 @@ _SAMPLED_VALUES_PER_ROW = 16
 
 
 def cache_teacher_logits(
-    teacher, data, batch_size=None, path=None, dtype="float32", check_inputs=True, verbose=1
+    teacher,
+    data,
+    batch_size=None,
+    path=None,
+    dtype="float32",
+    check_inputs=True,
+    verbose=1,
+    top_k=None,
 ):
     """Runs `teacher` once over `data` and returns a dataset that distils without it.
 
@@ -91,6 +98,14 @@ def cache_teacher_logits(
             check (the one at caching time stays) for a pipeline known to be
             deterministic, where that cost matters against a fast student step.
         verbose: 0 (silent) or 1 (a progress bar over the teacher pass), default 1.
+        top_k: None (default: every logit) or an int k >= 1: keep, per position, only
+            the teacher's k largest logits (in `dtype`) and their int32 class indices,
+            `k x (value bytes + 4)` bytes per position instead of `K x value bytes`,
+            as `{"teacher_topk_logits", "teacher_topk_indices"}` in `y`. `path` then
+            names a directory whose arrays are memory-mapped, so memory does not grow
+            with the cache. The Distiller trains on the teacher renormalized over its
+            top k (exactly the dense target when k = K); one teacher only. See
+            docs/guides/language-models.md for the approximation and its error.
 
     Returns:
         A `tf.data.Dataset` of `(x, targets)` or `(x, targets, sample_weight)`.
@@ -116,6 +131,12 @@ def cache_teacher_logits(
     check_inputs = _validation.check_bool(check_inputs, "check_inputs")
     verbose = _validation.check_choice(verbose, "verbose", (0, 1))
     dataset = _as_batched_dataset(data, batch_size)
+    if top_k is not None:
+        from keras_kd import _topk_cache  # the top-k cache reuses this module's helpers
+
+        return _topk_cache.cache_teacher_topk(
+            teachers, dataset, top_k, path, dtype, check_inputs, verbose
+        )
     key = TEACHER_LOGITS if len(teachers) == 1 else TEACHER_MEMBER_LOGITS
     metadata = {
         "format": _FORMAT,
