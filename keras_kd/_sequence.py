@@ -80,3 +80,55 @@ def dense_teacher_logits(teacher_logits, student_logits, divergence):
     present = ops.scatter(coordinates, ops.ones_like(flat_values), dense_shape)
     dense = ops.where(present > 0, scattered, -math.inf)
     return ops.stop_gradient(ops.reshape(dense, (*leading_shape, num_classes)))
+
+
+def check_preprocessed(x, models):
+    """Raises if `x` holds strings for models that take numbers (e.g. token ids).
+
+    A KerasHub task with an attached preprocessor tokenizes raw strings in its own
+    `fit` (it maps the preprocessor over the data); a `keras.Model` wrapping it, as the
+    Distiller does, does not, and the string tensor would fail deep in the first layer
+    ("Invalid dtype: str..."). Say what to do instead, before anything trains.
+    """
+    if not _holds_strings(x):
+        return
+    preprocessors = [
+        (model.name, type(model.preprocessor).__name__)
+        for model in models
+        if getattr(model, "preprocessor", None) is not None
+    ]
+    applied = (
+        "the Distiller does not apply the preprocessors attached to "
+        + ", ".join(f"{name} ({kind})" for name, kind in preprocessors)
+        + " (a KerasHub task applies its own in its `fit`)"
+        if preprocessors
+        else "the models take numbers"
+    )
+    raise ValueError(
+        f"`x` holds strings, but {applied}. Preprocess the data first, as the task's own "
+        "fit does, e.g.\n"
+        "    dataset = tf.data.Dataset.from_tensor_slices(texts).batch(8)"
+        ".map(student.preprocessor)\n"
+        "    distiller.fit(dataset)\n"
+        "(a causal-LM preprocessor yields (x, next-token labels, padding mask), which the "
+        "Distiller takes as (x, y, sample_weight))."
+    )
+
+
+def _holds_strings(x):
+    import numpy as np
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        return any(
+            getattr(spec, "dtype", None) == tf.string for spec in tf.nest.flatten(x.element_spec)
+        )
+    for leaf in tf.nest.flatten(x):
+        if isinstance(leaf, (str, bytes)) or (tf.is_tensor(leaf) and leaf.dtype == tf.string):
+            return True
+        if isinstance(leaf, np.ndarray) and (
+            leaf.dtype.kind in "US"
+            or (leaf.dtype.kind == "O" and leaf.size and isinstance(leaf.flat[0], (str, bytes)))
+        ):
+            return True
+    return False

@@ -230,6 +230,12 @@ class Distiller(keras.Model):
             _check_hard_loss(None, alpha)
         self._compiled = compiled
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        # Raw strings for a KerasHub task (its preprocessor not applied): a clear error
+        # with the `dataset.map(preprocessor)` line instead of "Invalid dtype: str".
+        _sequence.check_preprocessed(x, [self.student, *self.teachers])
+        return super().fit(x, y, *args, **kwargs)
+
     # --- the objective: one place, every backend ----------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

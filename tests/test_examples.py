@@ -98,3 +98,14 @@ def _digits_test_images():
     from _digits import digits_splits  # on the path through _examples_on_path
 
     return digits_splits()[2][0]
+
+
+@pytest.mark.slow  # two KerasHub teachers and three students: about a minute
+def test_distil_language_model(tmp_path):
+    pytest.importorskip("keras_hub", reason="the `lm` extra (keras-hub) is not installed")
+    results = run_example("distil_language_model", "--output", str(tmp_path))
+    causal_lm = results["causal_lm"]
+    assert causal_lm["distillation_loss"][-1] < causal_lm["distillation_loss"][0]
+    assert causal_lm["topk_cache_distillation_loss"][-1] < causal_lm["topk_cache_distillation_loss"][0]
+    for result in results.values():
+        assert (pathlib.Path(result["preset"]) / "config.json").exists()
