@@ -8,11 +8,10 @@ from keras import ops
 from keras_kd import _validation
 from keras_kd.losses._core import PACKAGE
 from keras_kd.losses._core import check_same_shape
-from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
 from keras_kd.losses._divergences import check_beta
 from keras_kd.losses._divergences import check_divergence
-from keras_kd.losses._divergences import divergence_from_log_probs
+from keras_kd.losses._divergences import divergence_from_logits
 
 
 def distillation_loss(teacher_logits, student_logits, temperature=4.0, divergence="kl", beta=0.5):
@@ -47,9 +46,7 @@ def distillation_loss(teacher_logits, student_logits, temperature=4.0, divergenc
         Gu et al. MiniLLM: Knowledge Distillation of Large Language Models. ICLR 2024.
     """
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
-    teacher_log_probs = tempered_log_softmax(teacher_logits, temperature)
-    student_log_probs = tempered_log_softmax(student_logits, temperature)
-    kl = divergence_from_log_probs(teacher_log_probs, student_log_probs, divergence, beta)
+    kl = divergence_from_logits(teacher_logits, student_logits, temperature, divergence, beta)
     return (temperature**2) * kl
 
 

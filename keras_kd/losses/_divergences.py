@@ -15,11 +15,13 @@ References:
 """
 
 import math
+import numbers
 
 from keras import ops
 
 from keras_kd import _validation
 from keras_kd.losses._core import kl_divergence_from_log_probs
+from keras_kd.losses._core import tempered_log_softmax
 
 DIVERGENCES = ("kl", "reverse_kl", "jsd")
 
@@ -101,6 +103,60 @@ def divergence_from_log_probs(teacher_log_probs, student_log_probs, divergence="
     if divergence == "jsd":
         return generalized_jsd_from_log_probs(teacher_log_probs, student_log_probs, beta)
     return kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
+
+
+def divergence_from_logits(
+    teacher_logits, student_logits, temperature=1.0, divergence="kl", beta=0.5
+):
+    """The divergence between `softmax(t / T)` and `softmax(s / T)`, lean in memory.
+
+    The same value as `divergence_from_log_probs` of the tempered log-softmaxes, but
+    the forward and reverse KL are taken as
+
+        KL(softmax(a) || softmax(b)) = sum_k p_k (a_k - b_k) - logsumexp(a) + logsumexp(b)
+
+    (`p = softmax(a)`, `sum_k p_k = 1`), so that neither log-softmax is materialized:
+    for (tokens x K) logits XLA allocates 2 extra (tokens x K) float32 buffers for the
+    value and for its gradient, against 3 and 4 through the log-softmaxes (measured by
+    benchmarks/loss_memory.py; the JSD, which needs the mixture, takes 5). Classes
+    where the target's probability is 0 (`-inf` logits) contribute 0.
+
+    Args:
+        teacher_logits, student_logits: shape (..., K).
+        temperature: T > 0, default 1.0.
+        divergence: "kl" (default), "reverse_kl" or "jsd".
+        beta: float in (0, 1), default 0.5; used by "jsd" only.
+
+    Returns:
+        float32 tensor of shape (...,), without the `T^2` factor.
+    """
+    divergence = check_divergence(divergence)
+    check_beta(beta)
+    if divergence == "jsd":
+        return generalized_jsd_from_log_probs(
+            tempered_log_softmax(teacher_logits, temperature),
+            tempered_log_softmax(student_logits, temperature),
+            beta,
+        )
+    if isinstance(temperature, numbers.Real):
+        _validation.check_temperature(temperature)
+    teacher_logits = ops.cast(teacher_logits, "float32") / temperature
+    student_logits = ops.cast(student_logits, "float32") / temperature
+    if divergence == "reverse_kl":
+        return _kl_from_logits(student_logits, teacher_logits)
+    return _kl_from_logits(teacher_logits, student_logits)
+
+
+def _kl_from_logits(target_logits, logits):
+    target_log_partition = ops.logsumexp(target_logits, axis=-1, keepdims=True)
+    target_probs = ops.exp(target_logits - target_log_partition)
+    # `where` keeps 0 * (-inf - z) = nan out of the sum for zero-probability targets.
+    terms = ops.where(target_probs > 0, target_probs * (target_logits - logits), 0.0)
+    return (
+        ops.sum(terms, axis=-1)
+        - ops.squeeze(target_log_partition, axis=-1)
+        + ops.logsumexp(logits, axis=-1)
+    )
 
 
 def check_divergence(divergence):
