@@ -47,27 +47,28 @@ def dense_teacher_logits(teacher_logits, student_logits, divergence):
     """Dense (..., K) teacher logits from a top-k cache's targets; dense ones unchanged.
 
     A top-k cache (`keras_kd.cache_teacher_logits(..., top_k=k)`) gives, per position,
-    the teacher's k largest logits and their class indices, as the dict
-    `{"values": (..., k), "indices": (..., k)}` that `keras_kd.targets.split_targets`
-    returns. They become logits equal to the teacher's on those k classes and `-inf`
-    elsewhere: at any temperature their softmax is the teacher's tempered softmax
-    renormalized over its top k (the tail's mass moved to the top k in proportion),
-    and with k = K it is exactly the dense teacher. Reverse KL `KL(p_s || p_t)` is
-    infinite against such a target when k < K, so it is rejected.
+    the teacher's k largest logits, their class indices and one "tail logit", as the
+    dict `{"values": (..., k), "indices": (..., k), "tail_logit": (...,)}` that
+    `keras_kd.targets.split_targets` returns. They become logits equal to the
+    teacher's on the k classes and to the tail logit on the other K - k: the tail
+    logit `log((Z - sum_top exp z_i) / (K - k))`, `Z = sum_all exp z_j`, spreads the
+    tail's probability mass evenly over its classes, so at T = 1 the target has the
+    teacher's exact top-k probabilities and tail mass, and only the tail's shape is
+    lost; at other temperatures the tail's mass is that of an even tail (above the
+    true one for T > 1, by Jensen's inequality). With k = K it is exactly the dense
+    teacher. Without a "tail_logit" the tail is empty (`-inf`): the renormalized top k.
     """
     if not isinstance(teacher_logits, dict):
         return teacher_logits
     values = ops.cast(teacher_logits["values"], "float32")
-    # Keras casts every `y` entry to float when it builds the loss inputs; class
-    # indices are exact in float32 below 2^24 (vocabularies of up to 16.7M).
     indices = ops.cast(teacher_logits["indices"], "int32")
     num_classes, top_k = student_logits.shape[-1], values.shape[-1]
-    if divergence == "reverse_kl" and top_k != num_classes:
+    tail_logit = teacher_logits.get("tail_logit")
+    if divergence == "reverse_kl" and tail_logit is None and top_k != num_classes:
         raise ValueError(
-            f"divergence='reverse_kl' with a top-k teacher cache (top_k={top_k} of "
-            f"{num_classes} classes) is infinite: the renormalized top-k teacher gives the "
-            "other classes probability 0, where the student's is not. Use divergence='kl' "
-            "or 'jsd', or cache with top_k equal to the number of classes."
+            f"divergence='reverse_kl' against a renormalized top-k target (top_k={top_k} "
+            f"of {num_classes} classes, no tail) is infinite: the other classes have "
+            "probability 0, where the student's is not. Use divergence='kl' or 'jsd'."
         )
     leading_shape = ops.shape(values)[:-1]
     flat_values = ops.reshape(values, (-1,))
@@ -78,7 +79,11 @@ def dense_teacher_logits(teacher_logits, student_logits, divergence):
     dense_shape = (num_positions, num_classes)
     scattered = ops.scatter(coordinates, flat_values, dense_shape)
     present = ops.scatter(coordinates, ops.ones_like(flat_values), dense_shape)
-    dense = ops.where(present > 0, scattered, -math.inf)
+    if tail_logit is None:
+        tail = -math.inf
+    else:
+        tail = ops.reshape(ops.cast(tail_logit, "float32"), (-1, 1))
+    dense = ops.where(present > 0, scattered, tail)
     return ops.stop_gradient(ops.reshape(dense, (*leading_shape, num_classes)))
 
 

@@ -1,22 +1,24 @@
-"""The top-k teacher cache: per position, the teacher's k largest logits and their
-class indices, memory-mapped from disk.
+"""The top-k teacher cache: per position, the teacher's k largest logits, their
+class indices and one tail logit, memory-mapped from disk.
 
 A language model's dense logits do not fit: 1M tokens of a 256k vocabulary are 954
-GiB in float32. Keeping the k largest per position costs `k x (value bytes + 4)`
-bytes (float16 values and int32 indices: 6k bytes; 600 bytes at k = 100) and, with a
-`path`, lives in two flat files read through `np.memmap`, batch by batch, so the
-process's memory does not grow with the cache.
+GiB in float32. Keeping the k largest per position costs `k x (value bytes + 4) + 4`
+bytes (float16 values, int32 indices, a float32 tail logit: 604 bytes at k = 100)
+and, with a `path`, lives in flat files read through `np.memmap`, batch by batch, so
+the process's memory does not grow with the cache.
 
-The Distiller trains on the *renormalized* top-k teacher (`keras_kd._sequence`):
-the teacher's tempered softmax restricted to its k classes. Chosen over "top-k plus
-one tail bucket" because it needs nothing but the k logits at every temperature: the
-tail's mass at temperature T depends on every tail logit, so one stored number (the
-tail's log-mass at T = 1) would tie the cache to one temperature, while this cache,
-like the dense one, serves any. Its error is the tail mass moved onto the top k,
-measured in docs/guides/language-models.md; with k = K it is exactly the dense target.
+The Distiller trains on the top k plus an even tail (`keras_kd._sequence.
+dense_teacher_logits`): the k logits as they are, and the other K - k classes at one
+"tail logit" that carries the tail's exact probability mass at T = 1. Chosen over
+renormalizing the top k because an LM's tail holds much of the mass (measured on a
+trained GPT-2: 23-62 % outside the top 128-8 at T = 1), which renormalizing moves onto
+the top k and which the student is then pushed away from: the loss was off by 79-248 %
+at T = 1, against a few % with the tail kept (docs/guides/language-models.md). With
+k = K it is exactly the dense target.
 """
 
 import json
+import math
 import os
 import shutil
 
@@ -29,18 +31,21 @@ from keras_kd import _validation
 from keras_kd.targets import LABELS
 from keras_kd.targets import TEACHER_TOPK_INDICES
 from keras_kd.targets import TEACHER_TOPK_LOGITS
+from keras_kd.targets import TEACHER_TOPK_TAIL_LOGIT
 
-_FORMAT = "keras_kd.teacher_topk/1"
-_VALUES_FILE, _INDICES_FILE, _INDEX_FILE = "values.bin", "indices.bin", "batches.npz"
+_FORMAT = "keras_kd.teacher_topk/2"
+_VALUES_FILE, _INDICES_FILE, _TAIL_FILE = "values.bin", "indices.bin", "tail.bin"
+_INDEX_FILE = "batches.npz"
 _METADATA_FILE = "metadata.json"
 
 
 class _TopKCache:
-    """Top-k values and indices of all positions, where each batch ends, batch hashes."""
+    """Top-k values, indices and tail logits of all positions, batch ends and hashes."""
 
-    def __init__(self, values, indices, batch_ends, input_fingerprints):
+    def __init__(self, values, indices, tail_logits, batch_ends, input_fingerprints):
         self.values = values
         self.indices = indices
+        self.tail_logits = tail_logits
         self.batch_ends = batch_ends
         self.input_fingerprints = input_fingerprints
 
@@ -79,7 +84,12 @@ def cache_teacher_topk(teachers, dataset, top_k, path, dtype, check_inputs, verb
 
 
 def _topk_forward(teacher, top_k):
-    """Batch inputs -> the teacher's (top-k logits, int32 indices) in NumPy, on device."""
+    """Batch inputs -> the teacher's (top-k logits, int32 indices, tail logit) in NumPy.
+
+    Computed on the device, so only k + 1 numbers per position come back. The tail
+    logit is `log((Z - sum_top exp z_i) / (K - k))` with `Z = sum_j exp z_j`, from
+    log-masses (`-inf` when k = K: no tail).
+    """
 
     def forward(x):
         logits = _teacher.member_logits([teacher], x)[0]
@@ -89,7 +99,13 @@ def _topk_forward(teacher, top_k):
                 f"top_k <= {logits.shape[-1]} (top_k equal to it keeps every logit)."
             )
         values, indices = keras.ops.top_k(logits, top_k, sorted=True)
-        return values, keras.ops.cast(indices, "int32")
+        log_partition = keras.ops.logsumexp(logits, axis=-1)
+        top_mass = keras.ops.exp(keras.ops.logsumexp(values, axis=-1) - log_partition)
+        num_tail = logits.shape[-1] - top_k
+        # log1p(-1) = -inf: no tail when k = K or the top k hold all the float32 mass.
+        tail_log_mass = keras.ops.log1p(-keras.ops.minimum(top_mass, 1.0))
+        tail_logit = log_partition + tail_log_mass - math.log(max(num_tail, 1))
+        return values, keras.ops.cast(indices, "int32"), tail_logit
 
     if keras.backend.backend() == "tensorflow":
         compiled = tf.function(forward, reduce_retracing=True)
@@ -112,8 +128,8 @@ def _run_teacher(teacher, dataset, top_k, dtype, path, metadata, verbose):
     batch_ends, fingerprints = [0], []
     try:
         for step, (element, fingerprint) in enumerate(teacher_cache._fingerprinted(dataset)):
-            values, indices = forward(teacher_cache._unpack(element)[0])
-            writer.append(teacher_cache._to_storage_dtype(values, dtype), indices)
+            values, indices, tail_logits = forward(teacher_cache._unpack(element)[0])
+            writer.append(teacher_cache._to_storage_dtype(values, dtype), indices, tail_logits)
             batch_ends.append(batch_ends[-1] + values.shape[0])
             fingerprints.append(int(fingerprint))
             progress.update(step + 1)
@@ -133,7 +149,7 @@ class _Writer:
 
     def __init__(self, path):
         self.path = path
-        self.values, self.indices = [], []
+        self.values, self.indices, self.tail_logits = [], [], []
         self.row_shape = None
         if path is not None:
             if os.path.isfile(path):
@@ -143,23 +159,29 @@ class _Writer:
             os.makedirs(self.partial)
             self.value_file = open(os.path.join(self.partial, _VALUES_FILE), "wb")
             self.index_file = open(os.path.join(self.partial, _INDICES_FILE), "wb")
+            self.tail_file = open(os.path.join(self.partial, _TAIL_FILE), "wb")
 
-    def append(self, values, indices):
+    def append(self, values, indices, tail_logits):
         self.row_shape = values.shape[1:]
         if self.path is None:
             self.values.append(values)
             self.indices.append(indices)
+            self.tail_logits.append(tail_logits)
         else:
             self.value_file.write(np.ascontiguousarray(values).tobytes())
             self.index_file.write(np.ascontiguousarray(indices, np.int32).tobytes())
+            self.tail_file.write(np.ascontiguousarray(tail_logits, np.float32).tobytes())
 
     def finish(self, batch_ends, fingerprints, metadata, dtype):
         if self.path is None:
             return _TopKCache(
-                np.concatenate(self.values), np.concatenate(self.indices), batch_ends, fingerprints
+                np.concatenate(self.values),
+                np.concatenate(self.indices),
+                np.concatenate(self.tail_logits).astype(np.float32),
+                batch_ends,
+                fingerprints,
             )
-        self.value_file.close()
-        self.index_file.close()
+        self._close()
         metadata = {**metadata, "row_shape": list(self.row_shape), "rows": int(batch_ends[-1])}
         with open(os.path.join(self.partial, _METADATA_FILE), "w") as file:
             json.dump(metadata, file)
@@ -173,9 +195,12 @@ class _Writer:
 
     def discard(self):
         if self.path is not None:
-            self.value_file.close()
-            self.index_file.close()
+            self._close()
             shutil.rmtree(self.partial, ignore_errors=True)
+
+    def _close(self):
+        for file in (self.value_file, self.index_file, self.tail_file):
+            file.close()
 
 
 def _load(path, expected):
@@ -189,7 +214,12 @@ def _load(path, expected):
         values = np.memmap(
             os.path.join(path, _VALUES_FILE), dtype=metadata["dtype"], mode="r", shape=shape
         )
-        indices = np.memmap(os.path.join(path, _INDICES_FILE), dtype=np.int32, mode="r", shape=shape)
+        indices = np.memmap(
+            os.path.join(path, _INDICES_FILE), dtype=np.int32, mode="r", shape=shape
+        )
+        tail_logits = np.memmap(
+            os.path.join(path, _TAIL_FILE), dtype=np.float32, mode="r", shape=shape[:-1]
+        )
     except (OSError, KeyError, ValueError, TypeError) as error:
         raise ValueError(
             f"`path`={path!r} exists but is not a keras_kd top-k teacher cache ({error}). "
@@ -207,11 +237,12 @@ def _load(path, expected):
                 f"{metadata.get(field)!r}, now {expected[field]!r}): its logits do not "
                 "belong to this call. Delete it or name another path."
             )
-    return _TopKCache(values, indices, batch_ends, fingerprints)
+    return _TopKCache(values, indices, tail_logits, batch_ends, fingerprints)
 
 
 def _attach(dataset, cache, check_inputs):
-    """`(x, {"labels", "teacher_topk_logits", "teacher_topk_indices"}[, w])` per batch.
+    """`(x, {"labels", "teacher_topk_logits", "teacher_topk_indices",
+    "teacher_topk_tail_logit"}[, w])` per batch.
 
     Each batch's slice is read from the (memory-mapped) arrays when tf.data asks for
     it, so only the batches in flight are in memory. Past the cached batches comes an
@@ -227,9 +258,17 @@ def _attach(dataset, cache, check_inputs):
         index = int(index)
         if index >= num_batches:
             empty = (0, *row_shape)
-            return np.zeros(empty, cache.values.dtype), np.zeros(empty, np.int32)
+            return (
+                np.zeros(empty, cache.values.dtype),
+                np.zeros(empty, np.int32),
+                np.zeros(empty[:-1], np.float32),
+            )
         start, end = cache.batch_ends[index], cache.batch_ends[index + 1]
-        return np.asarray(cache.values[start:end]), np.asarray(cache.indices[start:end])
+        return (
+            np.asarray(cache.values[start:end]),
+            np.asarray(cache.indices[start:end]),
+            np.asarray(cache.tail_logits[start:end]),
+        )
 
     stored = tf.data.Dataset.from_tensor_slices(
         (cache.input_fingerprints, np.arange(num_batches, dtype=np.int64))
@@ -242,9 +281,12 @@ def _attach(dataset, cache, check_inputs):
     def attach(element, stored_batch):
         x, y, sample_weight = teacher_cache._unpack(element)
         fingerprint, index = stored_batch
-        values, indices = tf.numpy_function(read, [index], (value_dtype, tf.int32), stateful=False)
+        values, indices, tail_logits = tf.numpy_function(
+            read, [index], (value_dtype, tf.int32, tf.float32), stateful=False
+        )
         values.set_shape((None, *row_shape))
         indices.set_shape((None, *row_shape))
+        tail_logits.set_shape((None, *row_shape[:-1]))
         if check_inputs:
             same_inputs = tf.raw_ops.Assert(
                 condition=tf.equal(teacher_cache._input_fingerprint(x, index), fingerprint),
@@ -258,7 +300,11 @@ def _attach(dataset, cache, check_inputs):
             )
             with tf.control_dependencies([same_inputs]):
                 values = tf.identity(values)
-        targets = {TEACHER_TOPK_LOGITS: values, TEACHER_TOPK_INDICES: indices}
+        targets = {
+            TEACHER_TOPK_LOGITS: values,
+            TEACHER_TOPK_INDICES: indices,
+            TEACHER_TOPK_TAIL_LOGIT: tail_logits,
+        }
         if y is not None:
             targets[LABELS] = y
         return (x, targets) if sample_weight is None else (x, targets, sample_weight)

@@ -7,7 +7,8 @@ in neither. `y` is either plain labels, or a dict
     {"labels": labels, "teacher_member_logits": (batch, M, K)}   # an ensemble of M
 
     {"labels": labels, "teacher_topk_logits": (batch, ..., k),
-     "teacher_topk_indices": (batch, ..., k)}                    # a top-k cache
+     "teacher_topk_indices": (batch, ..., k),
+     "teacher_topk_tail_logit": (batch, ...)}                     # a top-k cache
 
 where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
@@ -21,10 +22,12 @@ TEACHER_LOGITS = "teacher_logits"
 # An ensemble's cache keeps each member's logits, (batch, M, K), folded at the
 # Distiller's own temperature by `split_targets`.
 TEACHER_MEMBER_LOGITS = "teacher_member_logits"
-# A top-k cache keeps, per position, the teacher's k largest logits and their class
-# indices; the Distiller trains on them renormalized (`keras_kd._sequence`).
+# A top-k cache keeps, per position, the teacher's k largest logits, their class
+# indices and one logit for the other classes (`keras_kd._sequence`); without the
+# tail logit, the target is the renormalized top k.
 TEACHER_TOPK_LOGITS = "teacher_topk_logits"
 TEACHER_TOPK_INDICES = "teacher_topk_indices"
+TEACHER_TOPK_TAIL_LOGIT = "teacher_topk_tail_logit"
 
 
 def split_targets(y, temperature=None):
@@ -50,6 +53,8 @@ def split_targets(y, temperature=None):
     if isinstance(y, dict) and TEACHER_TOPK_LOGITS in y:
         # Densified against the student's logits, whose K the cache does not carry.
         topk = {"values": y[TEACHER_TOPK_LOGITS], "indices": y[TEACHER_TOPK_INDICES]}
+        if TEACHER_TOPK_TAIL_LOGIT in y:
+            topk["tail_logit"] = y[TEACHER_TOPK_TAIL_LOGIT]
         return y.get(LABELS), topk
     return y, None
 

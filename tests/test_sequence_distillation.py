@@ -146,3 +146,41 @@ def test_distiller_divergence_and_reduction_round_trip(tmp_path):
 def test_bad_distiller_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Distiller(_token_model(1, 4), _token_model(2, 4), **kwargs)
+
+
+# --- the ECE metric and the calibration tools on token-level predictions -----------
+
+
+def _token_predictions():
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(size=(4, SEQUENCE, NUM_CLASSES)) * 3).astype("float32")
+    _, labels, mask = _data()
+    return logits, labels, mask
+
+
+def test_ece_metric_honours_a_token_mask(reference_calibration_error):
+    from keras_kd.metrics import ExpectedCalibrationError
+
+    logits, labels, mask = _token_predictions()
+    metric = ExpectedCalibrationError(num_bins=10, from_logits=True)
+    metric.update_state(labels, logits, sample_weight=mask)
+    probs = np.exp(np_log_softmax(logits))
+    expected = reference_calibration_error(probs, labels, 10, sample_weight=mask)
+    np.testing.assert_allclose(float(metric.result()), expected, rtol=1e-5, atol=1e-7)
+    # Padding positions carry no weight: dropping them gives the same number.
+    real = mask.astype(bool)
+    np.testing.assert_allclose(
+        expected, reference_calibration_error(probs[real], labels[real], 10), rtol=1e-6
+    )
+
+
+def test_expected_calibration_error_function_honours_a_token_mask(reference_calibration_error):
+    from keras_kd.calibration import expected_calibration_error
+
+    logits, labels, mask = _token_predictions()
+    value = expected_calibration_error(
+        logits, labels, num_bins=10, from_logits=True, sample_weight=mask
+    )
+    probs = np.exp(np_log_softmax(logits))
+    expected = reference_calibration_error(probs, labels, 10, sample_weight=mask)
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5, atol=1e-7)

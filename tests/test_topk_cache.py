@@ -22,12 +22,20 @@ def np_log_softmax(z):
 
 
 def np_topk_kd(teacher_logits, student_logits, top_k, temperature):
-    """T^2 KL(renormalized top-k teacher || student), per position, float64."""
+    """T^2 KL(top-k teacher with an even tail || student), per position, float64.
+
+    The K - k tail classes share the tail's probability mass at T = 1 equally: each
+    gets the logit log((Z - sum_top exp z) / (K - k)).
+    """
     teacher_logits = np.asarray(teacher_logits, np.float64)
+    num_classes = teacher_logits.shape[-1]
     top = np.argsort(-teacher_logits, axis=-1)[..., :top_k]
-    top_logits = np.take_along_axis(teacher_logits, top, -1)
-    log_t = np_log_softmax(top_logits / temperature)  # renormalized over the top k
-    log_s = np.take_along_axis(np_log_softmax(np.asarray(student_logits) / temperature), top, -1)
+    in_top = np.zeros(teacher_logits.shape, bool)
+    np.put_along_axis(in_top, top, True, -1)
+    tail_sum = np.where(in_top, 0.0, np.exp(teacher_logits)).sum(-1, keepdims=True)
+    approximate = np.where(in_top, teacher_logits, np.log(tail_sum / (num_classes - top_k)))
+    log_t = np_log_softmax(approximate / temperature)
+    log_s = np_log_softmax(np.asarray(student_logits, np.float64) / temperature)
     return temperature**2 * (np.exp(log_t) * (log_t - log_s)).sum(-1)
 
 
@@ -85,7 +93,7 @@ def test_top_k_equal_to_the_vocabulary_is_exactly_the_dense_cache(tmp_path, dtyp
 
 
 @pytest.mark.parametrize("divergence", ["kl", "jsd"])
-def test_top_k_below_the_vocabulary_trains_on_the_renormalized_teacher(tmp_path, divergence):
+def test_top_k_below_the_vocabulary_trains_on_the_top_k_and_an_even_tail(tmp_path, divergence):
     teacher, student = _token_model(1, 16), _token_model(2, 4)
     x, labels, mask = _data()
     top_k = 4
@@ -104,6 +112,14 @@ def test_top_k_below_the_vocabulary_trains_on_the_renormalized_teacher(tmp_path,
         per_token = np_topk_kd(teacher_logits, student_logits, top_k, TEMPERATURE)
         np.testing.assert_allclose(loss, (per_token * mask[:4]).sum() / mask[:4].sum(), rtol=1e-5)
     assert np.isfinite(loss)
+    # At T = 1 the even tail keeps the tail's exact mass.
+    tail = np.asarray(y0["teacher_topk_tail_logit"], np.float64)
+    top_sum = np.exp(np.asarray(y0["teacher_topk_logits"], np.float64)).sum(-1)
+    np.testing.assert_allclose(
+        top_sum + (NUM_CLASSES - top_k) * np.exp(tail),
+        np.exp(np.asarray(teacher_logits, np.float64)).sum(-1),
+        rtol=1e-5,
+    )
     history = distiller.fit(cached, epochs=2, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
 
@@ -116,16 +132,18 @@ def test_memory_per_position_and_memory_mapping(tmp_path):
     cache_teacher_logits(teacher, (x, labels), batch_size=5, dtype="float16", top_k=top_k,
                          path=path, verbose=0)
     positions = x.shape[0] * SEQUENCE
-    # k x (2 bytes of float16 + 4 bytes of int32) per position, nothing else per position.
+    # k x (2 bytes of float16 + 4 bytes of int32) + 4 bytes (the tail logit) per position.
     assert os.path.getsize(os.path.join(path, "values.bin")) == positions * top_k * 2
     assert os.path.getsize(os.path.join(path, "indices.bin")) == positions * top_k * 4
+    assert os.path.getsize(os.path.join(path, "tail.bin")) == positions * 4  # one float32
 
     from keras_kd import _topk_cache, teacher_cache
 
     metadata = {"format": _topk_cache._FORMAT, "dtype": "float16", "top_k": top_k,
                 "teacher_weights_sha256": teacher_cache._weights_fingerprint([teacher])}
     cache = _topk_cache._load(path, metadata)
-    assert isinstance(cache.values, np.memmap) and isinstance(cache.indices, np.memmap)
+    for array in (cache.values, cache.indices, cache.tail_logits):
+        assert isinstance(array, np.memmap)
     expected = np.sort(np.asarray(teacher(x)), axis=-1)[..., ::-1][..., :top_k]
     np.testing.assert_allclose(cache.values, expected.astype("float16"))
 
@@ -157,7 +175,11 @@ def test_bad_top_k_uses_raise(tmp_path):
     assert os.listdir(tmp_path) == []  # no cache, no partial directory left behind
     with pytest.raises(ValueError, match="ensemble"):
         cache_teacher_logits([teacher, teacher], data, batch_size=4, top_k=2, verbose=0)
+    # Reverse KL is finite against the even tail, infinite against a renormalized top k.
     cached = cache_teacher_logits(teacher, data, batch_size=4, top_k=2, verbose=0)
     distiller = _distiller(teacher, student, divergence="reverse_kl")
+    assert np.isfinite(_first_batch_loss(distiller, cached))
+    x, y, _ = next(iter(cached))
+    del y["teacher_topk_tail_logit"]
     with pytest.raises(ValueError, match="reverse_kl.*infinite"):
-        _first_batch_loss(distiller, cached)
+        distiller.compute_loss(x, y, distiller(x))
