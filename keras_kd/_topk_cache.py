@@ -11,10 +11,10 @@ The Distiller trains on the top k plus an even tail (`keras_kd._sequence.
 dense_teacher_logits`): the k logits as they are, and the other K - k classes at one
 "tail logit" that carries the tail's exact probability mass at T = 1. Chosen over
 renormalizing the top k because an LM's tail holds much of the mass (measured on a
-trained GPT-2: 23-62 % outside the top 128-8 at T = 1), which renormalizing moves onto
-the top k and which the student is then pushed away from: the loss was off by 79-248 %
-at T = 1, against a few % with the tail kept (docs/guides/language-models.md). With
-k = K it is exactly the dense target.
+small trained GPT-2: 23-62 % outside the top 128-8 at T = 1), which renormalizing
+moves onto the top k: the per-token loss was off by 79-248 % at T = 1, against
+1.3-15 % with the even tail (docs/guides/language-models.md; at T > 1 an even tail
+overstates the tempered tail: 12-38 %). With k = K it is exactly the dense target.
 """
 
 import json
