@@ -184,3 +184,19 @@ def test_expected_calibration_error_function_honours_a_token_mask(reference_cali
     probs = np.exp(np_log_softmax(logits))
     expected = reference_calibration_error(probs, labels, 10, sample_weight=mask)
     np.testing.assert_allclose(float(value), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_ece_callback_honours_a_token_mask(reference_calibration_error):
+    from keras_kd.callbacks import ECECallback
+
+    x, labels, mask = _data()
+    model = _token_model(1, 16)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),  # the weights, hence the logits, stay as built
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    callback = ECECallback(validation_data=(x, labels, mask), num_bins=10, from_logits=True)
+    history = model.fit(x, labels, epochs=1, verbose=0, callbacks=[callback])
+    probs = np.exp(np_log_softmax(np.asarray(model(x))))
+    expected = reference_calibration_error(probs, labels, 10, sample_weight=mask)
+    np.testing.assert_allclose(history.history["val_ece"][0], expected, rtol=1e-5, atol=1e-7)
