@@ -37,7 +37,9 @@ def main(argv=None):
 
     import keras_kd
 
-    examples, sequence, classes, top_k = (200, 50, 1024, 16) if args.quick else (args.examples, 100, 8192, 64)
+    examples, sequence, classes, top_k = (
+        (200, 50, 1024, 16) if args.quick else (args.examples, 100, 8192, 64)
+    )
     keras.utils.set_random_seed(0)
     teacher = keras.Sequential([
         keras.Input((sequence,), dtype="int32"),

@@ -92,7 +92,8 @@ def main(argv=None):
     print(f"{x.shape[0]} windows of {sequence_length} tokens, K = {vocabulary_size}; "
           f"{held_out * sequence_length} held-out positions; teacher NLL {teacher_nll:.3f} nats, "
           f"student NLL {float(np.mean(loss(y[test], student_logits))):.3f}")
-    print("k     T   tail mass mean (max)   T^2 KL dense   relative error: renormalized   uniform tail")
+    print("k     T   tail mass mean (max)   T^2 KL dense   "
+          "relative error: renormalized   uniform tail")
     rows = []
     num_classes = teacher_logits.shape[-1]
     log_partition = np.asarray(keras.ops.logsumexp(teacher_logits, axis=-1))
@@ -111,12 +112,11 @@ def main(argv=None):
         for temperature in (1.0, 2.0, 4.0):
             tempered = np.exp(np.asarray(losses.tempered_log_softmax(teacher_logits, temperature)))
             tail = 1.0 - np.take_along_axis(tempered, order, -1).sum(-1)
-            dense = float(np.mean(losses.distillation_loss(teacher_logits, student_logits, temperature)))
-            errors = [
-                abs(float(np.mean(losses.distillation_loss(a, student_logits, temperature))) - dense)
-                / dense
-                for a in approximations
-            ]
+            def mean_loss(target):
+                return float(np.mean(losses.distillation_loss(target, student_logits, temperature)))
+
+            dense = mean_loss(teacher_logits)
+            errors = [abs(mean_loss(target) - dense) / dense for target in approximations]
             rows.append((top_k, temperature, float(tail.mean()), float(tail.max()), dense, *errors))
             print(f"{top_k:<5} {temperature:<3g} {tail.mean():>9.4f} ({tail.max():.4f})"
                   f"   {dense:>12.4f}   {errors[0]:>27.2%}   {errors[1]:>12.2%}")

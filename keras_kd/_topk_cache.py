@@ -153,7 +153,9 @@ class _Writer:
         self.row_shape = None
         if path is not None:
             if os.path.isfile(path):
-                raise ValueError(f"`path` for a top-k cache names a directory; got the file {path!r}.")
+                raise ValueError(
+                    f"`path` for a top-k cache names a directory; got the file {path!r}."
+                )
             self.partial = f"{path}.partial"
             shutil.rmtree(self.partial, ignore_errors=True)
             os.makedirs(self.partial)

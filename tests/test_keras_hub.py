@@ -68,10 +68,12 @@ def test_per_token_loss_matches_numpy_on_a_causal_lm(example, trained_teacher):
                                    reduction="mean_with_sample_weight")
     distiller.compile(optimizer="sgd")
     value = float(distiller.compute_loss(x, labels, distiller(x), sample_weight=mask))
-    t = np.asarray(teacher(x), np.float64) / 2.0
-    s = np.asarray(student(x), np.float64) / 2.0
-    log_t = t - np.log(np.exp(t - t.max(-1, keepdims=True)).sum(-1, keepdims=True)) - t.max(-1, keepdims=True)
-    log_s = s - np.log(np.exp(s - s.max(-1, keepdims=True)).sum(-1, keepdims=True)) - s.max(-1, keepdims=True)
+    def log_softmax(z):
+        z = np.asarray(z, np.float64) / 2.0  # T = 2
+        shifted = z - z.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+    log_t, log_s = log_softmax(teacher(x)), log_softmax(student(x))
     per_token = 4.0 * (np.exp(log_t) * (log_t - log_s)).sum(-1)
     weights = np.asarray(mask, np.float64)
     np.testing.assert_allclose(value, (per_token * weights).sum() / weights.sum(), rtol=1e-4)

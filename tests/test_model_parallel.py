@@ -112,5 +112,8 @@ def test_distiller_trains_with_a_model_parallel_teacher(tmp_path):
 
 
 if __name__ == "__main__":
-    report = {"single_device": _train(distributed=False), "model_parallel": _train(distributed=True)}
+    report = {
+        "single_device": _train(distributed=False),
+        "model_parallel": _train(distributed=True),
+    }
     Path(sys.argv[1]).write_text(json.dumps(report))

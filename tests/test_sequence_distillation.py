@@ -46,7 +46,9 @@ def _token_model(seed, width):
             keras.Input((SEQUENCE,), dtype="int32"),
             # Logits of order 1-10, so that the soft term is not vanishingly small.
             keras.layers.Embedding(
-                VOCABULARY, width, embeddings_initializer=keras.initializers.RandomNormal(stddev=2.0)
+                VOCABULARY,
+                width,
+                embeddings_initializer=keras.initializers.RandomNormal(stddev=2.0),
             ),
             keras.layers.Dense(NUM_CLASSES),
         ]

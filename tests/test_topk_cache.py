@@ -45,7 +45,9 @@ def _token_model(seed, width):
         [
             keras.Input((SEQUENCE,), dtype="int32"),
             keras.layers.Embedding(
-                VOCABULARY, width, embeddings_initializer=keras.initializers.RandomNormal(stddev=2.0)
+                VOCABULARY,
+                width,
+                embeddings_initializer=keras.initializers.RandomNormal(stddev=2.0),
             ),
             keras.layers.Dense(NUM_CLASSES),
         ]
