@@ -146,6 +146,12 @@ class Distiller(keras.Model):
             )
         self.temperature = _validation.check_temperature(temperature)
         self.alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
+        # Checked (by constructing the loss) before the teacher is frozen.
+        self.divergence, self.beta = divergence, beta
+        self.reduction = _sequence.check_reduction(reduction)
+        self._distillation_loss = losses.DistillationLoss(
+            temperature=self.temperature, divergence=divergence, beta=beta
+        )
         _teacher.check_compatible(teachers, student)
         feature_pairs = features.check_feature_pairs(feature_pairs)
         if feature_pairs and len(teachers) > 1:
@@ -163,11 +169,6 @@ class Distiller(keras.Model):
         self._teacher_is_ensemble = isinstance(teacher, (list, tuple))
         self.teachers = [_teacher.freeze(model) for model in teachers]
         self.student = student
-        self.divergence, self.beta = divergence, beta
-        self.reduction = _sequence.check_reduction(reduction)
-        self._distillation_loss = losses.DistillationLoss(
-            temperature=self.temperature, divergence=divergence, beta=beta
-        )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.feature_pairs = feature_pairs

@@ -146,8 +146,10 @@ def test_distiller_divergence_and_reduction_round_trip(tmp_path):
     ],
 )
 def test_bad_distiller_arguments_raise(kwargs, message):
+    teacher = _token_model(1, 4)
     with pytest.raises(ValueError, match=message):
-        Distiller(_token_model(1, 4), _token_model(2, 4), **kwargs)
+        Distiller(teacher, _token_model(2, 4), **kwargs)
+    assert teacher.trainable  # rejected before anything was frozen
 
 
 # --- the ECE metric and the calibration tools on token-level predictions -----------
