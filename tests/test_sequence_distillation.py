@@ -85,8 +85,8 @@ def test_soft_term_follows_the_hard_loss_reduction(
             from_logits=True, reduction=hard_reduction
         ),
     )
-    teacher_logits = np.asarray(teacher(x))
-    student_logits = np.asarray(student(x))
+    teacher_logits = keras.ops.convert_to_numpy(teacher(x))
+    student_logits = keras.ops.convert_to_numpy(student(x))
     per_token_soft = np_kd(teacher_logits, student_logits, TEMPERATURE)
     soft = np_reduce(per_token_soft, mask, expected_soft_reduction)
     hard = np_reduce(np_cross_entropy(labels, student_logits), mask, hard_reduction)
@@ -201,6 +201,6 @@ def test_ece_callback_honours_a_token_mask(reference_calibration_error):
     )
     callback = ECECallback(validation_data=(x, labels, mask), num_bins=10, from_logits=True)
     history = model.fit(x, labels, epochs=1, verbose=0, callbacks=[callback])
-    probs = np.exp(np_log_softmax(np.asarray(model(x))))
+    probs = np.exp(np_log_softmax(keras.ops.convert_to_numpy(model(x))))
     expected = reference_calibration_error(probs, labels, 10, sample_weight=mask)
     np.testing.assert_allclose(history.history["val_ece"][0], expected, rtol=1e-5, atol=1e-7)

@@ -147,7 +147,7 @@ def test_memory_per_position_and_memory_mapping(tmp_path):
     cache = _topk_cache._load(path, metadata)
     for array in (cache.values, cache.indices, cache.tail_logits):
         assert isinstance(array, np.memmap)
-    expected = np.sort(np.asarray(teacher(x)), axis=-1)[..., ::-1][..., :top_k]
+    expected = np.sort(keras.ops.convert_to_numpy(teacher(x)), axis=-1)[..., ::-1][..., :top_k]
     np.testing.assert_allclose(cache.values, expected.astype("float16"))
 
 
