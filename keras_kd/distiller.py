@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_kd import _fit_checks
 from keras_kd import _keras_compat
+from keras_kd import _sequence
 from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd import features
@@ -129,6 +130,18 @@ class Distiller(keras.Model):
             output (outputs left out are skipped); logs are `<output>_<name>`.
         standardize: bool, default False: logit standardization in the default
             Hinton term (Sun et al. 2024). Set it on the term when you pass one.
+        divergence: "kl" (default, Hinton's forward KL), "reverse_kl" or "jsd": the
+            default term's divergence, as `keras_kd.losses.distillation_loss` (set it
+            on the term when you pass one).
+        beta: float in (0, 1), default 0.5, the JSD's mixture weight.
+        reduction: how each distillation term is reduced over examples (and tokens). None
+            (default): exactly as the compiled hard-label loss is, so
+            `SparseCategoricalCrossentropy(from_logits=True,
+            reduction="mean_with_sample_weight")` with a padding mask as
+            `sample_weight` makes both terms means over real tokens; or an explicit
+            Keras reduction ("sum_over_batch_size", "mean_with_sample_weight", "sum",
+            "mean"). The logged `distillation_loss` is reduced the same way. See
+            docs/guides/language-models.md.
 
     Example:
         >>> distiller = Distiller(teacher=teacher, student=student, temperature=4.0, alpha=0.9)
@@ -167,6 +180,9 @@ class Distiller(keras.Model):
         distillation_loss=None,
         standardize=False,
         output="softmax",
+        divergence="kl",
+        beta=0.5,
+        reduction=None,
         **kwargs,
     ):
         if "dtype" not in kwargs and _computes_in_float16(student):
@@ -183,6 +199,9 @@ class Distiller(keras.Model):
             )
         output_names = _multi_output_names(student)
         standardize = _validation.check_bool(standardize, "standardize")
+        divergence = losses._divergences.check_divergence(divergence)
+        beta = losses._divergences.check_beta(beta)
+        reduction = _sequence.check_reduction(reduction)
         # (output index or None, term, weight, log name) for every distillation term.
         entries = _term_entries(distillation_loss, output_names)
         temperature = _resolve_temperature(temperature, [(term, w) for _, term, w, _ in entries])
@@ -190,17 +209,24 @@ class Distiller(keras.Model):
             entries = [
                 (
                     index,
-                    losses.DistillationLoss(temperature, standardize=standardize, output=output),
+                    losses.DistillationLoss(
+                        temperature,
+                        standardize=standardize,
+                        output=output,
+                        divergence=divergence,
+                        beta=beta,
+                    ),
                     1.0,
                     log,
                 )
                 for index, _, _, log in entries
             ]
-        elif standardize:
+        elif standardize or divergence != "kl" or beta != 0.5:
             raise ValueError(
-                "`standardize=True` applies to the default Hinton term; with "
-                "`distillation_loss` given, set it on the term instead, e.g. "
-                "DistillationLoss(standardize=True) or DecoupledDistillationLoss(standardize=True)."
+                f"`standardize`, `divergence` and `beta` (got {standardize!r}, {divergence!r}, "
+                f"{beta!r}) configure the default Hinton term; with `distillation_loss` "
+                "given, set them on the term instead, e.g. DistillationLoss(standardize=True, "
+                "divergence='jsd') or DecoupledDistillationLoss(standardize=True)."
             )
         alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
         output = _check_terms_output(output, entries)
@@ -230,6 +256,9 @@ class Distiller(keras.Model):
         # The output form (softmax or sigmoid) every term, teacher conversion and
         # ensemble fold share.
         self._output = output
+        # The default term's divergence (a top-k cache's target depends on it) and the
+        # terms' reduction (None: follow the compiled hard-label loss).
+        self._divergence, self._beta, self._reduction = divergence, beta, reduction
         self._terms = [term for _, term, _, _ in entries]
         self._term_outputs = [index for index, _, _, _ in entries]
         self._term_log_names = [log for _, _, _, log in entries]
@@ -254,7 +283,11 @@ class Distiller(keras.Model):
             self.built = True
 
     def fit(self, *args, **kwargs):
-        # Before any step: weights, target keys, and the first batch's values (once).
+        # Before any step: raw strings for a KerasHub task whose preprocessor is not
+        # applied (a clear error with the `dataset.map(preprocessor)` line instead of
+        # "Invalid dtype: str"), weights, target keys, and the first batch's values (once).
+        x = args[0] if args else kwargs.get("x")
+        _sequence.check_preprocessed(x, [self.student, *self.teachers])
         _fit_checks.check_fit_call(self, args, kwargs)
         return super().fit(*args, **kwargs)
 
@@ -328,6 +361,33 @@ class Distiller(keras.Model):
             index = names.index(name)
             self._term_weight_variables[index].assign(value)
             self._term_weight_values[index] = value
+
+    @property
+    def divergence(self):
+        """The default term's divergence ("kl", "reverse_kl" or "jsd"); set at construction."""
+        return self._divergence
+
+    @property
+    def beta(self):
+        """The default term's JSD mixture weight in (0, 1); set at construction."""
+        return self._beta
+
+    @property
+    def reduction(self):
+        """The terms' reduction, or None to follow the compiled hard loss; set at construction."""
+        return self._reduction
+
+    @divergence.setter
+    def divergence(self, value):
+        _fixed_at_construction("divergence", value)
+
+    @beta.setter
+    def beta(self, value):
+        _fixed_at_construction("beta", value)
+
+    @reduction.setter
+    def reduction(self, value):
+        _fixed_at_construction("reduction", value)
 
     @property
     def distillation_terms(self):
@@ -454,6 +514,10 @@ class Distiller(keras.Model):
         Updates the trackers. The student's features come from the training forward of
         `call` just before; `teacher_features` from `_teacher_targets`.
         """
+        if not self._output_names:
+            teacher_logits = _sequence.dense_teacher_logits(
+                teacher_logits, student_logits, self._divergence
+            )
         teacher_outputs = keras.tree.flatten(teacher_logits)
         student_outputs = keras.tree.flatten(student_logits)
         for teacher_output, student_output in zip(teacher_outputs, student_outputs):
@@ -467,6 +531,11 @@ class Distiller(keras.Model):
         alpha = self._alpha_variable.value
         batch_size = ops.shape(student_outputs[0])[0]
         soft = ops.zeros((), dtype="float32")
+        # Every term is reduced as the compiled hard loss is (or as `reduction` says),
+        # so e.g. a per-real-token hard loss makes the soft terms per real token too.
+        reduction = _sequence.soft_reduction(self._reduction, self.loss)
+        for term in self._terms:
+            term.reduction = reduction
         for output, term, weight, tracker in zip(
             self._term_outputs, self._terms, self._term_weight_variables, self.term_loss_trackers
         ):
@@ -620,6 +689,9 @@ class Distiller(keras.Model):
             "output": self._output,
             "distillation_loss": None if self._default_term else self._terms_config(),
             "standardize": self._standardize,
+            "divergence": self._divergence,
+            "beta": self._beta,
+            "reduction": self._reduction,
         }
 
     def load_own_variables(self, store):
@@ -922,3 +994,12 @@ def _check_terms_output(output, entries):
                 "to the Distiller too."
             )
     return output
+
+
+def _fixed_at_construction(name, value):
+    # Changing them would change the traced objective (and a top-k target): refuse
+    # rather than save a value that training ignores.
+    raise ValueError(
+        f"`Distiller.{name}` is fixed at construction, got an assignment of {value!r}. "
+        f"Build a new Distiller with {name}={value!r} (its student keeps its weights)."
+    )

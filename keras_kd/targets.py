@@ -6,6 +6,10 @@ in neither. `y` is either plain labels, or a dict
     {"labels": labels, "teacher_logits": (batch, K)}             # one teacher
     {"labels": labels, "teacher_member_logits": (batch, M, K)}   # an ensemble of M
 
+    {"labels": labels, "teacher_topk_logits": (batch, ..., k),
+     "teacher_topk_indices": (batch, ..., k),
+     "teacher_topk_tail_logit": (batch, ...)}                     # a top-k cache
+
 where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
 
@@ -27,9 +31,23 @@ TEACHER_LOGITS: Final = "teacher_logits"
 # An ensemble's cache keeps each member's logits, (batch, M, K), folded at the
 # Distiller's own temperature by `split_targets`.
 TEACHER_MEMBER_LOGITS: Final = "teacher_member_logits"
+# A top-k cache keeps, per position, the teacher's k largest logits, their class
+# indices and one logit for the other classes (`keras_kd._sequence`); without the
+# tail logit, the target is the renormalized top k.
+TEACHER_TOPK_LOGITS: Final = "teacher_topk_logits"
+TEACHER_TOPK_INDICES: Final = "teacher_topk_indices"
+TEACHER_TOPK_TAIL_LOGIT: Final = "teacher_topk_tail_logit"
 
 
-_KEYS = (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS)
+# Every key a cached-target dict may carry.
+CACHED_TARGET_KEYS: Final = (
+    LABELS,
+    TEACHER_LOGITS,
+    TEACHER_MEMBER_LOGITS,
+    TEACHER_TOPK_LOGITS,
+    TEACHER_TOPK_INDICES,
+    TEACHER_TOPK_TAIL_LOGIT,
+)
 
 
 def is_per_output(y, output_names=()):
@@ -45,15 +63,15 @@ def check_target_keys(y, output_names=()):
     """
     if not isinstance(y, dict) or is_per_output(y, output_names):
         return
-    unknown = [key for key in y if key not in _KEYS]
+    unknown = [key for key in y if key not in CACHED_TARGET_KEYS]
     if unknown or not y:
         key = unknown[0] if unknown else None
-        close = difflib.get_close_matches(str(key), _KEYS, n=1) if unknown else []
+        close = difflib.get_close_matches(str(key), CACHED_TARGET_KEYS, n=1) if unknown else []
         suggestion = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"`y` is a dict with keys {sorted(map(str, y))}; cached targets use only "
-            f"{list(_KEYS)} (got {key!r}).{suggestion} Pass plain labels, or the dict "
-            "keras_kd.cache_teacher_logits makes."
+            f"{list(CACHED_TARGET_KEYS)} (got {key!r}).{suggestion} Pass plain labels, or "
+            "the dict keras_kd.cache_teacher_logits makes."
         )
     if TEACHER_LOGITS in y and TEACHER_MEMBER_LOGITS in y:
         raise ValueError(
@@ -92,6 +110,12 @@ def split_targets(
             )
         members = ops.unstack(ops.cast(y[TEACHER_MEMBER_LOGITS], "float32"), axis=1)
         return y.get(LABELS), losses.ensemble_logits(members, temperature, output)
+    if isinstance(y, dict) and TEACHER_TOPK_LOGITS in y:
+        # Densified against the student's logits, whose K the cache does not carry.
+        topk = {"values": y[TEACHER_TOPK_LOGITS], "indices": y[TEACHER_TOPK_INDICES]}
+        if TEACHER_TOPK_TAIL_LOGIT in y:
+            topk["tail_logit"] = y[TEACHER_TOPK_TAIL_LOGIT]
+        return y.get(LABELS), topk
     if isinstance(y, dict):  # {"labels": ...} alone: the teacher runs live
         return y[LABELS], None
     return y, None
@@ -105,7 +129,7 @@ def example_weights(sample_weight: Optional[TensorLike]) -> Optional[TensorLike]
     w}`; both entries are the same per-example weights.
     """
     if isinstance(sample_weight, dict):
-        for key in (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS):
+        for key in (LABELS, TEACHER_LOGITS, TEACHER_MEMBER_LOGITS, TEACHER_TOPK_LOGITS):
             if sample_weight.get(key) is not None:
                 return sample_weight[key]
         return None

@@ -37,7 +37,14 @@ _SAMPLED_VALUES_PER_ROW = 16
 
 
 def cache_teacher_logits(
-    teacher, data, batch_size=None, path=None, dtype="float32", check_inputs=True, verbose=1
+    teacher,
+    data,
+    batch_size=None,
+    path=None,
+    dtype="float32",
+    check_inputs=True,
+    verbose=1,
+    top_k=None,
 ):
     """Runs `teacher` once over `data` and returns a dataset that distils without it.
 
@@ -92,6 +99,17 @@ def cache_teacher_logits(
             check (the one at caching time stays) for a pipeline known to be
             deterministic, where that cost matters against a fast student step.
         verbose: 0 (silent) or 1 (a progress bar over the teacher pass), default 1.
+        top_k: None (default: every logit) or an int k >= 1: keep, per position, only
+            the teacher's k largest logits (in `dtype`) and their int32 class indices,
+            `k x (value bytes + 4) + 4` bytes per position instead of
+            `K x value bytes`, as `{"teacher_topk_logits", "teacher_topk_indices",
+            "teacher_topk_tail_logit"}` in `y`. `path` then
+            names a directory whose arrays are memory-mapped, so memory does not grow
+            with the cache. Also stored: one float32 "tail logit" per position (4
+            bytes), with which the Distiller trains on the top k plus an even tail
+            carrying the tail's exact mass at T = 1 (exactly the dense target when
+            k = K); one teacher only. See docs/guides/language-models.md for the
+            approximation and its measured error.
 
     Returns:
         A `tf.data.Dataset` of `(x, targets)` or `(x, targets, sample_weight)`.
@@ -119,6 +137,12 @@ def cache_teacher_logits(
     _fit_checks.check_cache_data(teachers, data)
     dataset = _as_batched_dataset(data, batch_size)
     _fit_checks.check_cache_first_batch(teachers, dataset)
+    if top_k is not None:
+        from keras_kd import _topk_cache  # the top-k cache reuses this module's helpers
+
+        return _topk_cache.cache_teacher_topk(
+            teachers, dataset, top_k, path, dtype, check_inputs, verbose
+        )
     key = TEACHER_LOGITS if len(teachers) == 1 else TEACHER_MEMBER_LOGITS
     metadata = {
         "format": _FORMAT,

@@ -898,7 +898,7 @@ def _model_and_data_rows():
             "Distiller.fit",
             lambda: _fit_distiller(_classifier(), y={LABELS: labels, "teacher_logit": _logits(8)}),
             "`y` is a dict with keys ['labels', 'teacher_logit']; cached targets use only "
-            "['labels', 'teacher_logits', 'teacher_member_logits'] (got 'teacher_logit'). "
+            f"{list(keras_kd.targets.CACHED_TARGET_KEYS)} (got 'teacher_logit'). "
             "Did you mean 'teacher_logits'?",
         ),
         BadInput(
@@ -906,8 +906,8 @@ def _model_and_data_rows():
             "{'label': ...} (misspelt)",
             "targets.split_targets",
             lambda: keras_kd.targets.split_targets({"label": labels}),
-            "`y` is a dict with keys ['label']; cached targets use only ['labels', "
-            "'teacher_logits', 'teacher_member_logits'] (got 'label'). Did you mean 'labels'?",
+            "`y` is a dict with keys ['label']; cached targets use only "
+            f"{list(keras_kd.targets.CACHED_TARGET_KEYS)} (got 'label'). Did you mean 'labels'?",
         ),
         BadInput(
             "class_weight",

@@ -122,3 +122,15 @@ def test_distil_binary():
         assert soft[-1] < soft[0]
         for key in ("distilled_agreement", "labels_only_agreement", "teacher_accuracy"):
             assert 0.0 <= result[key] <= 1.0
+
+
+@pytest.mark.slow  # two KerasHub teachers and three students: about a minute
+def test_distil_language_model(tmp_path):
+    pytest.importorskip("keras_hub", reason="the `lm` extra (keras-hub) is not installed")
+    results = run_example("distil_language_model", "--output", str(tmp_path))
+    causal_lm = results["causal_lm"]
+    assert causal_lm["distillation_loss"][-1] < causal_lm["distillation_loss"][0]
+    cached = causal_lm["topk_cache_distillation_loss"]
+    assert cached[-1] < cached[0]
+    for result in results.values():
+        assert (pathlib.Path(result["preset"]) / "config.json").exists()

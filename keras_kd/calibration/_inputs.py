@@ -165,9 +165,43 @@ def expand_binary(predictions: np.ndarray, from_logits: bool) -> np.ndarray:
     return np.concatenate([1.0 - predictions, predictions], axis=-1)
 
 
+def flatten_positions(predictions, labels, sample_weight=None):
+    """Token-level inputs as examples: (batch, ..., K) predictions become (N, K).
+
+    Predictions of rank >= 3 (a sequence model's (batch, sequence, K) logits) are one
+    prediction per position; their labels (batch, sequence) / (batch, sequence, 1) /
+    (batch, sequence, K) and a padding mask (batch, sequence) as `sample_weight` are
+    flattened alike, so masked positions weigh 0. Rank 1 and 2 are returned as given.
+    """
+    predictions = np.asarray(ops.convert_to_numpy(predictions))
+    if predictions.ndim < 3:
+        return predictions, labels, sample_weight
+    positions = predictions.shape[:-1]
+
+    def flat(value, name):
+        if value is None:
+            return None
+        array = np.asarray(ops.convert_to_numpy(value))
+        if array.shape in (positions, positions + (1,)):
+            return array.reshape(-1)
+        if array.shape == predictions.shape:
+            return array.reshape(-1, predictions.shape[-1])
+        raise ValueError(
+            f"`{name}` must have shape {positions} (one per position of predictions of "
+            f"shape {predictions.shape}) or {predictions.shape}, got {array.shape}."
+        )
+
+    flat_predictions = predictions.reshape(-1, predictions.shape[-1])
+    return flat_predictions, flat(labels, "labels"), flat(sample_weight, "sample_weight")
+
+
 def prepared(predictions, labels, from_logits, sample_weight=None, name="predictions"):
-    """(predictions (N, K), targets (N, max(K, 2)), weights (N,)) after every check."""
+    """(predictions (N, K), targets (N, max(K, 2)), weights (N,)) after every check.
+
+    Token-level predictions (batch, ..., K) are flattened first (`flatten_positions`).
+    """
     _validation.check_bool(from_logits, "from_logits")
+    predictions, labels, sample_weight = flatten_positions(predictions, labels, sample_weight)
     predictions = predictions_array(predictions, name)
     check_predictions(predictions, from_logits, name)
     targets = labels_array(labels, predictions)

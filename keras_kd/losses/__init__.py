@@ -16,7 +16,8 @@ soft targets, shape (..., K); which one is decided from the static shapes.
 # Modules, one concern each (as optax.losses): `_core` (tempered log-softmax, KL,
 # cross-entropy), `_distillation` (Hinton's KD, ensembles, logit matching),
 # `_smoothing` (label smoothing, virtual teacher), `_term` (the Distiller-term contract),
-# `_decoupled` (DKD), `_dist` (DIST).
+# `_decoupled` (DKD), `_dist` (DIST), `_divergences` (forward and reverse KL,
+# generalized JSD).
 from keras_kd.losses._core import cross_entropy
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
@@ -30,6 +31,10 @@ from keras_kd.losses._distillation import distillation_loss
 from keras_kd.losses._distillation import ensemble_logits
 from keras_kd.losses._distillation import logit_matching_loss
 from keras_kd.losses._distillation import standardize_logits
+from keras_kd.losses._divergences import DIVERGENCES
+from keras_kd.losses._divergences import divergence_from_log_probs
+from keras_kd.losses._divergences import generalized_jsd_from_log_probs
+from keras_kd.losses._divergences import reverse_kl_divergence_from_log_probs
 from keras_kd.losses._smoothing import LabelSmoothingLoss
 from keras_kd.losses._smoothing import VirtualTeacherLoss
 from keras_kd.losses._smoothing import label_smoothing_loss
@@ -40,6 +45,7 @@ from keras_kd.losses._term import DistillationTerm
 __all__ = [
     "DISTLoss",
     "DecoupledDistillationLoss",
+    "DIVERGENCES",
     "DistillationLoss",
     "DistillationTerm",
     "LabelSmoothingLoss",
@@ -49,10 +55,13 @@ __all__ = [
     "decoupled_distillation_loss",
     "dist_loss",
     "distillation_loss",
+    "divergence_from_log_probs",
     "ensemble_logits",
+    "generalized_jsd_from_log_probs",
     "kl_divergence_from_log_probs",
     "label_smoothing_loss",
     "logit_matching_loss",
+    "reverse_kl_divergence_from_log_probs",
     "standardize_logits",
     "tempered_log_softmax",
     "virtual_teacher_loss",

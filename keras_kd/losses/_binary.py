@@ -65,14 +65,37 @@ def bernoulli_kl_from_logits(teacher_logits, student_logits, temperature=1.0):
     ) + ops.where(teacher_neg > 0, teacher_neg * (teacher_log_neg - student_log_neg), 0.0)
 
 
-def binary_distillation_loss(teacher_logits, student_logits, temperature=4.0):
-    """`T^2 * mean_l KL(Bern(sigmoid(t_l / T)) || Bern(sigmoid(s_l / T)))`, shape (...,).
+def binary_distillation_loss(
+    teacher_logits, student_logits, temperature=4.0, divergence="kl", beta=0.5
+):
+    """`T^2 * mean_l D(Bern(sigmoid(t_l / T)) || Bern(sigmoid(s_l / T)))`, shape (...,).
 
-    The binary (L = 1) and multi-label twin of Hinton's soft-target loss; its gradient
-    with respect to each student logit is `T * (sigmoid(s / T) - sigmoid(t / T)) / L`.
+    The binary (L = 1) and multi-label twin of Hinton's soft-target loss; with the
+    forward KL its gradient with respect to each student logit is
+    `T * (sigmoid(s / T) - sigmoid(t / T)) / L`. The other divergences ("reverse_kl",
+    "jsd") are taken on the exact two-class form of each label, the softmax over
+    `[0, z]`, whose tempered distribution is `[sigmoid(-z / T), sigmoid(z / T)]`.
     """
-    kl = bernoulli_kl_from_logits(teacher_logits, student_logits, temperature)
-    return (temperature**2) * ops.mean(kl, axis=-1)
+    if divergence == "kl":
+        per_label = bernoulli_kl_from_logits(teacher_logits, student_logits, temperature)
+    else:
+        # Imported here: `_divergences` sits beside this module in the losses package.
+        from keras_kd.losses._divergences import divergence_from_logits
+
+        per_label = divergence_from_logits(
+            two_class_logits(teacher_logits),
+            two_class_logits(student_logits),
+            temperature,
+            divergence,
+            beta,
+        )
+    return (temperature**2) * ops.mean(per_label, axis=-1)
+
+
+def two_class_logits(logits):
+    """`[0, z]` for each logit z, shape (..., L, 2): the binary logit as a 2-class softmax."""
+    logits = ops.cast(logits, "float32")
+    return ops.stack([ops.zeros_like(logits), logits], axis=-1)
 
 
 def binary_logit_matching_loss(teacher_logits, student_logits):

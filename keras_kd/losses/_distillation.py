@@ -12,8 +12,11 @@ from keras_kd.losses._core import PACKAGE
 from keras_kd.losses._core import CheckedLoss
 from keras_kd.losses._core import check_teacher_logits
 from keras_kd.losses._core import check_same_shape
-from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
+from keras_kd.losses._divergences import check_beta
+from keras_kd.losses._divergences import check_divergence
+from keras_kd.losses._divergences import divergence_from_logits
+
 from keras_kd.losses._term import DistillationTerm
 
 
@@ -60,6 +63,8 @@ def distillation_loss(
     temperature: float = 4.0,
     output: str = "softmax",
     standardize: bool = False,
+    divergence: str = "kl",
+    beta: float = 0.5,
 ):
     """Hinton's soft-target loss, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
@@ -82,23 +87,31 @@ def distillation_loss(
             either, the two-class softmax over `[0, z]`; see `losses._binary`.
         standardize: bool, default False. True applies `standardize_logits` to both
             logits first (Sun et al. 2024: `T^2 KL(softmax(Z(t) / T) || softmax(Z(s) / T))`).
+        divergence: "kl" (default, Hinton's forward `KL(p_t || p_s)`), "reverse_kl"
+            (`T^2 KL(p_s || p_t)`, MiniLLM) or "jsd" (`T^2 [beta KL(p_t || m) +
+            (1 - beta) KL(p_s || m)]`, `m = beta p_t + (1 - beta) p_s`, GKD); see
+            `keras_kd.losses._divergences`.
+        beta: float in (0, 1), default 0.5: the teacher's weight in the JSD mixture.
 
     Returns:
-        float32 per-example loss, shape (...,).
+        float32 per-example loss, shape (...,). Logits of shape (batch, ..., K), e.g.
+        (batch, sequence, vocabulary), give one loss per position, (batch, ...).
 
     References:
         Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015.
         Sun et al. Logit Standardization in Knowledge Distillation. CVPR 2024.
+        Agarwal et al. On-Policy Distillation of Language Models (GKD). ICLR 2024.
+        Gu et al. MiniLLM: Knowledge Distillation of Large Language Models. ICLR 2024.
     """
     teacher_logits, student_logits = _maybe_standardize(teacher_logits, student_logits, standardize)
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     if _binary.is_binary_form(student_logits, output):
         if isinstance(temperature, numbers.Real):
             _validation.check_temperature(temperature)
-        return _binary.binary_distillation_loss(teacher_logits, student_logits, temperature)
-    teacher_log_probs = tempered_log_softmax(teacher_logits, temperature)
-    student_log_probs = tempered_log_softmax(student_logits, temperature)
-    kl = kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
+        return _binary.binary_distillation_loss(
+            teacher_logits, student_logits, temperature, divergence, beta
+        )
+    kl = divergence_from_logits(teacher_logits, student_logits, temperature, divergence, beta)
     return (temperature**2) * kl
 
 
@@ -186,13 +199,18 @@ class DistillationLoss(DistillationTerm):
         temperature: float > 0, default 4.0.
         output: "softmax" (default) or "sigmoid" for binary/multi-label models (a
             single logit is binary either way); see `distillation_loss`.
-        reduction, name, dtype: as for any `keras.losses.Loss`.
+        reduction, name, dtype: as for any `keras.losses.Loss`. With logits of shape
+            (batch, sequence, K) and a padding mask of shape (batch, sequence) as
+            `sample_weight`, `reduction="mean_with_sample_weight"` gives the mean over
+            real tokens.
         standardize: bool, default False: standardize both logits first
             (`standardize_logits`; Sun et al. 2024, whose default base T is 2).
 
     `y_true` must be the teacher's *logits*: probabilities (a softmax teacher's
     `predict`) raise, eagerly with a `ValueError`, inside a compiled TensorFlow `fit`
     with an `InvalidArgumentError` (see `losses._core.check_teacher_logits`).
+        divergence: "kl" (default), "reverse_kl" or "jsd"; see `distillation_loss`.
+        beta: float in (0, 1), default 0.5, the JSD's mixture weight.
 
     Example:
         >>> student.compile("adam", loss=DistillationLoss(temperature=4.0))
@@ -210,10 +228,14 @@ class DistillationLoss(DistillationTerm):
         dtype=None,
         standardize=False,
         output="softmax",
+        divergence="kl",
+        beta=0.5,
     ):
         super().__init__(temperature=temperature, name=name, reduction=reduction, dtype=dtype)
         self.standardize = _validation.check_bool(standardize, "standardize")
         self.output = _binary.check_output(output)
+        self.divergence = check_divergence(divergence)
+        self.beta = check_beta(beta)
 
     def compute(self, teacher_logits, student_logits, temperature, labels=None):
         return distillation_loss(
@@ -222,10 +244,18 @@ class DistillationLoss(DistillationTerm):
             temperature,
             output=self.output,
             standardize=self.standardize,
+            divergence=self.divergence,
+            beta=self.beta,
         )
 
     def get_config(self):
-        return {**super().get_config(), "standardize": self.standardize, "output": self.output}
+        return {
+            **super().get_config(),
+            "standardize": self.standardize,
+            "output": self.output,
+            "divergence": self.divergence,
+            "beta": self.beta,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

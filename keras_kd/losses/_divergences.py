@@ -1,0 +1,170 @@
+"""Divergences between a teacher's and a student's distributions, from log-probabilities.
+
+Forward KL `KL(p_t || p_s)` is Hinton's (mass-covering: the student must cover every
+class the teacher gives mass to); reverse KL `KL(p_s || p_t)` is mode-seeking, the
+choice of MiniLLM for generative language models; the generalized Jensen-Shannon
+divergence interpolates between them and is bounded. All take log-probabilities of
+shape (..., K) and return float32 of shape (...,); all are computed in log space
+(`logaddexp` for the mixture), so no probability is ever logged back.
+
+References:
+    Agarwal et al. On-Policy Distillation of Language Models: Learning from
+        Self-Generated Mistakes (GKD). ICLR 2024.
+    Gu, Dong, Wei, Huang. MiniLLM: Knowledge Distillation of Large Language Models.
+        ICLR 2024.
+"""
+
+import math
+import numbers
+
+from keras import ops
+
+from keras_kd import _validation
+from keras_kd.losses._core import kl_divergence_from_log_probs
+from keras_kd.losses._core import tempered_log_softmax
+
+DIVERGENCES = ("kl", "reverse_kl", "jsd")
+
+
+def reverse_kl_divergence_from_log_probs(teacher_log_probs, student_log_probs):
+    """Reverse KL, `KL(p_s || p_t) = sum_k p_s,k (log p_s,k - log p_t,k)` (MiniLLM).
+
+    Mode-seeking: the student is penalised for mass where the teacher has little, not
+    for missing some of the teacher's modes. Infinite where the teacher gives a class
+    probability exactly 0 that the student does not.
+
+    Args:
+        teacher_log_probs: `log p_t`, shape (..., K).
+        student_log_probs: `log p_s`, shape (..., K).
+
+    Returns:
+        float32 tensor of shape (...,).
+
+    References:
+        Gu et al. MiniLLM: Knowledge Distillation of Large Language Models. ICLR 2024.
+    """
+    return kl_divergence_from_log_probs(student_log_probs, teacher_log_probs)
+
+
+def generalized_jsd_from_log_probs(teacher_log_probs, student_log_probs, beta=0.5):
+    """Generalized Jensen-Shannon divergence `beta KL(p_t || m) + (1 - beta) KL(p_s || m)`.
+
+    `m = beta p_t + (1 - beta) p_s`, taken in log space as
+    `log m = logaddexp(log p_t + log beta, log p_s + log(1 - beta))`, the formula of
+    TRL's `generalized_jsd_loss`. beta = 0.5 is the symmetric JSD, bounded by log 2;
+    as beta -> 0 it behaves as `beta` times the forward KL, as beta -> 1 as
+    `(1 - beta)` times the reverse KL (GKD, section 3). Finite for any pair of
+    distributions, also where one gives a class probability 0.
+
+    Args:
+        teacher_log_probs: `log p_t`, shape (..., K).
+        student_log_probs: `log p_s`, shape (..., K).
+        beta: the teacher's weight in the mixture, a float in (0, 1), default 0.5.
+
+    Returns:
+        float32 tensor of shape (...,).
+
+    Example:
+        >>> t = tempered_log_softmax(teacher_logits); s = tempered_log_softmax(student_logits)
+        >>> generalized_jsd_from_log_probs(t, s, beta=0.5)
+
+    References:
+        Agarwal et al. On-Policy Distillation of Language Models (GKD). ICLR 2024.
+        von Werra et al. TRL, `GKDTrainer.generalized_jsd_loss`.
+    """
+    beta = check_beta(beta)
+    teacher_log_probs = ops.cast(teacher_log_probs, "float32")
+    student_log_probs = ops.cast(student_log_probs, "float32")
+    mixture_log_probs = ops.logaddexp(
+        teacher_log_probs + math.log(beta), student_log_probs + math.log1p(-beta)
+    )
+    return beta * kl_divergence_from_log_probs(teacher_log_probs, mixture_log_probs) + (
+        1.0 - beta
+    ) * kl_divergence_from_log_probs(student_log_probs, mixture_log_probs)
+
+
+def divergence_from_log_probs(teacher_log_probs, student_log_probs, divergence="kl", beta=0.5):
+    """The divergence named `divergence` ("kl", "reverse_kl" or "jsd") between p_t and p_s.
+
+    Args:
+        teacher_log_probs: `log p_t`, shape (..., K).
+        student_log_probs: `log p_s`, shape (..., K).
+        divergence: "kl" (forward, `KL(p_t || p_s)`, Hinton's; default), "reverse_kl"
+            (`KL(p_s || p_t)`, MiniLLM) or "jsd" (generalized JSD with `beta`, GKD).
+        beta: float in (0, 1), default 0.5; used by "jsd" only.
+
+    Returns:
+        float32 tensor of shape (...,).
+    """
+    divergence = check_divergence(divergence)
+    check_beta(beta)  # also when unused: a bad value is a mistake, not a no-op
+    if divergence == "reverse_kl":
+        return reverse_kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
+    if divergence == "jsd":
+        return generalized_jsd_from_log_probs(teacher_log_probs, student_log_probs, beta)
+    return kl_divergence_from_log_probs(teacher_log_probs, student_log_probs)
+
+
+def divergence_from_logits(
+    teacher_logits, student_logits, temperature=1.0, divergence="kl", beta=0.5
+):
+    """The divergence between `softmax(t / T)` and `softmax(s / T)`, lean in memory.
+
+    The same value as `divergence_from_log_probs` of the tempered log-softmaxes, but
+    the forward and reverse KL are taken as
+
+        KL(softmax(a) || softmax(b)) = sum_k p_k (a_k - b_k) - logsumexp(a) + logsumexp(b)
+
+    (`p = softmax(a)`, `sum_k p_k = 1`), so that neither log-softmax is materialized:
+    for (tokens x K) logits XLA allocates 2 extra (tokens x K) float32 buffers for the
+    value and for its gradient, against 3 and 4 through the log-softmaxes (measured by
+    benchmarks/loss_memory.py; the JSD, which needs the mixture, takes 5). Classes
+    where the target's probability is 0 (`-inf` logits) contribute 0.
+
+    Args:
+        teacher_logits, student_logits: shape (..., K).
+        temperature: T > 0, default 1.0.
+        divergence: "kl" (default), "reverse_kl" or "jsd".
+        beta: float in (0, 1), default 0.5; used by "jsd" only.
+
+    Returns:
+        float32 tensor of shape (...,), without the `T^2` factor.
+    """
+    divergence = check_divergence(divergence)
+    check_beta(beta)
+    if divergence == "jsd":
+        return generalized_jsd_from_log_probs(
+            tempered_log_softmax(teacher_logits, temperature),
+            tempered_log_softmax(student_logits, temperature),
+            beta,
+        )
+    if isinstance(temperature, numbers.Real):
+        _validation.check_temperature(temperature)
+    teacher_logits = ops.cast(teacher_logits, "float32") / temperature
+    student_logits = ops.cast(student_logits, "float32") / temperature
+    if divergence == "reverse_kl":
+        return _kl_from_logits(student_logits, teacher_logits)
+    return _kl_from_logits(teacher_logits, student_logits)
+
+
+def _kl_from_logits(target_logits, logits):
+    target_log_partition = ops.logsumexp(target_logits, axis=-1, keepdims=True)
+    target_probs = ops.exp(target_logits - target_log_partition)
+    # `where` keeps 0 * (-inf - z) = nan out of the sum for zero-probability targets.
+    terms = ops.where(target_probs > 0, target_probs * (target_logits - logits), 0.0)
+    return (
+        ops.sum(terms, axis=-1)
+        - ops.squeeze(target_log_partition, axis=-1)
+        + ops.logsumexp(logits, axis=-1)
+    )
+
+
+def check_divergence(divergence):
+    return _validation.check_choice(divergence, "divergence", DIVERGENCES)
+
+
+def check_beta(beta):
+    # Open interval: at beta = 0 or 1 the mixture equals one side and the JSD is 0.
+    return _validation.check_in_range(
+        beta, "beta", 0.0, 1.0, low_inclusive=False, high_inclusive=False
+    )
