@@ -480,10 +480,11 @@ def test_teacher_weights_are_hashed_only_for_a_cache_on_disk(tmp_path, monkeypat
 
 
 def test_every_batch_check_catches_an_edit_the_sample_does_not_see():
-    # One value that the row sample skips (of 64 values per row it reads every 4th, so
-    # not column 1), changed in batch 2 only: the documented blind spot of the default.
+    # Inputs of 4200 values per example (sampled after each pass's first batch); one
+    # value the row sample skips (it reads every 262nd, so not column 1), changed in
+    # batch 2 only: the documented blind spot of the default check.
     rng = np.random.default_rng(5)
-    x = rng.normal(size=(48, 64)).astype("float32")
+    x = rng.normal(size=(48, 4200)).astype("float32")
     active = tf.Variable(False)
 
     def edit_batch_2(index, inputs):
@@ -491,11 +492,11 @@ def test_every_batch_check_catches_an_edit_the_sample_does_not_see():
         return tf.where(active & tf.equal(index, 2), inputs + bump, inputs)
 
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(16).enumerate().map(edit_batch_2)
-    teacher = keras.Sequential([keras.Input((64,)), keras.layers.Dense(3)])
+    teacher = keras.Sequential([keras.Input((4200,)), keras.layers.Dense(3)])
     sampled = cache_teacher_logits(teacher, dataset, verbose=0)
     every = cache_teacher_logits(teacher, dataset, check_inputs="every_batch", verbose=0)
     active.assign(True)
-    assert len(collect(sampled)) == 3  # 16 of 64 values per row sampled: column 1 is not
+    assert len(collect(sampled)) == 3
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"batch index:\] \[2\]"):
         collect(every)
 
