@@ -313,9 +313,9 @@ def _measure_all(args, teacher, arrays, jit_compile):
 def _compiled_forward(model, jit_compile):
     """A function that runs `model(x, training=False)` over a dataset, compiled.
 
-    The tightest teacher pass Keras allows: one traced step per batch, no outputs
-    gathered (unlike `predict`, which converts and concatenates every batch on the
-    host); the last result is waited for, so asynchronous dispatch is counted.
+    The tightest teacher pass: one compiled step per batch, no outputs gathered
+    (unlike `predict`, which converts and concatenates every batch on the host); the
+    last result is waited for, so asynchronous dispatch is counted.
     """
     import keras
 
@@ -341,15 +341,15 @@ def _compiled_forward(model, jit_compile):
 
     step = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
 
-    @tf.function
-    def run_graph(dataset):
-        # The loop over batches runs in the graph too: no Python per batch.
-        total = tf.constant(0.0)
+    def run(dataset):
+        # A Python loop over compiled steps, as `fit` runs: measured no slower than a
+        # loop traced into the graph (which cost 1.8x the wall time on 2 CPUs).
+        out = None
         for x, _ in dataset:
-            total += tf.reduce_sum(step(x)[:1, :1])
-        return total
+            out = step(x)
+        out.numpy()
 
-    return lambda dataset: run_graph(dataset).numpy()
+    return run
 
 
 def _interleaved(passes, args, label):
