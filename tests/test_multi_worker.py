@@ -8,10 +8,20 @@ devices) is fixed before TensorFlow or JAX starts.
   `ExpectedCalibrationError` metric on the same global batches as one process with no
   strategy; the student weights and every logged number (the ECE included, whose
   sufficient statistics are summed across workers) agree within float tolerance.
-- Fault recovery: with `BackupAndRestore` on a directory both workers share, worker 1
-  is killed (SIGKILL) after an epoch's backup, the cluster restarted as a cluster
-  manager would (TensorFlow's surviving worker fails, or is stopped, and restarts
-  too), and the run finishes with the weights of the uninterrupted run.
+- Fault recovery: with `BackupAndRestore` on a directory both workers share (the chief
+  writes it, every worker restores from it), worker 1 is killed (SIGKILL) after an
+  epoch's backup, the cluster restarted as a cluster manager would (TensorFlow's
+  surviving worker fails once its collective times out, or is stopped, and restarts
+  too), and the run resumes at the next epoch and finishes with the weights of the
+  uninterrupted run.
+
+Keras 3 (3.15.1 here) cannot run `fit` under `MultiWorkerMirroredStrategy` for any
+model (keras-team/keras#20585): its TensorFlow trainer reduces the first `(x, y)` batch
+with one `strategy.reduce` over the whole nest, and the per-step logs with
+`reduce("MEAN", axis=0)` on scalars, both of which the multi-worker strategy rejects.
+The workers therefore run the loop `fit` runs (`strategy.run(distiller.train_step)`
+per batch, metrics read in cross-replica context, `BackupAndRestore`'s hooks at epoch
+ends), and the single-process run checks that this loop equals `fit`.
 - JAX: `keras.distribution.DataParallel` over 2 virtual CPU devices
   (`XLA_FLAGS=--xla_force_host_platform_device_count=2`) equals one device.
 
@@ -81,28 +91,55 @@ def _worker_main(output_dir, backup_dir, kill_marker):
     with strategy.scope():
         distiller = _distiller(keras, keras_kd, ExpectedCalibrationError)
     x, labels = _data()
-    x_val, labels_val = _data(32, seed=1)
     train = tf.data.Dataset.from_tensor_slices((x, labels)).batch(GLOBAL_BATCH)
-    validation = tf.data.Dataset.from_tensor_slices((x_val, labels_val)).batch(GLOBAL_BATCH)
     options = tf.data.Options()
     # Each worker takes its share of every global batch: the same examples per step.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train, validation = train.with_options(options), validation.with_options(options)
+    train = train.with_options(options)
 
-    callbacks = []
+    # Keras 3.15's `fit` fails under MultiWorkerMirroredStrategy for every model (see
+    # the module docstring); the public `train_step`, run by `strategy.run` as `fit`
+    # runs it, is what a multi-worker job executes, and `BackupAndRestore` is driven
+    # through its public callback hooks as `fit` drives it.
+    backup = None
     if backup_dir:
-        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
-    if kill_marker:
-        callbacks.append(_EpochMarker(keras, kill_marker))
-    history = distiller.fit(
-        train, epochs=EPOCHS, validation_data=validation, callbacks=callbacks, verbose=0
-    )
+        backup = keras.callbacks.BackupAndRestore(backup_dir)
+        backup.set_model(distiller)
+        distiller.build((None, NUM_FEATURES))
+        backup.on_train_begin()  # restores the weights and the optimizer, if backed up
+    steps_per_epoch = NUM_EXAMPLES // GLOBAL_BATCH
+    iterations = keras.ops.convert_to_numpy(distiller.optimizer.iterations)
+    initial_epoch = int(iterations) // steps_per_epoch
+    distributed = strategy.experimental_distribute_dataset(train)
+    logs = {}
+    for epoch in range(initial_epoch, EPOCHS):
+        distiller.reset_metrics()
+        for batch in distributed:
+            strategy.run(distiller.train_step, args=(batch,))
+        # Metric results are read in cross-replica context: summed over all replicas.
+        for key, value in distiller.get_metrics_result().items():
+            logs.setdefault(key, []).append(float(value))
+        if backup is not None and task == 0:
+            backup.on_epoch_end(epoch)  # the chief writes, every worker restores
+        if kill_marker and task == 1:
+            with open(kill_marker, "w") as file:
+                file.write(str(epoch))
+            time.sleep(60.0)  # the test kills this worker here
     result = {
         "task": task,
-        "epochs_run": list(history.epoch),
-        "logs": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "initial_epoch": initial_epoch,
+        "logs": logs,
         "student": [w.tolist() for w in distiller.student.get_weights()],
     }
+    if "TF_CONFIG" not in os.environ:
+        # The same distiller trained by `fit`: the loop above is what `fit` does.
+        with strategy.scope():
+            by_fit = _distiller(keras, keras_kd, ExpectedCalibrationError)
+        history = by_fit.fit(train, epochs=EPOCHS, verbose=0)
+        result["fit"] = {
+            "logs": {key: [float(v) for v in values] for key, values in history.history.items()},
+            "student": [w.tolist() for w in by_fit.student.get_weights()],
+        }
     with open(os.path.join(output_dir, f"task{task}-{_RESULT}"), "w") as file:
         json.dump(result, file)
 
@@ -125,19 +162,6 @@ def _distiller(keras, keras_kd, ExpectedCalibrationError):
         metrics=[ExpectedCalibrationError(num_bins=NUM_BINS, from_logits=True)],
     )
     return distiller
-
-
-def _EpochMarker(keras, path):  # noqa: N802 (a class made once Keras is imported)
-    class EpochMarker(keras.callbacks.Callback):
-        """Writes the last finished epoch to `path`, after BackupAndRestore saved it."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            with open(path, "w") as file:
-                file.write(str(epoch))
-            # Leave time for the test to kill this process before the next epoch ends.
-            time.sleep(2.0)
-
-    return EpochMarker()
 
 
 def _jax_main(output_dir):
@@ -264,6 +288,10 @@ def single_process(tmp_path_factory):
 # ---------------------------------------------------------------------------
 
 
+def test_the_training_loop_of_the_workers_equals_fit(single_process):
+    _assert_same_training(single_process["fit"], single_process)
+
+
 def test_two_workers_train_like_one_process(tmp_path, single_process):
     output_dir = str(tmp_path)
     ports = _free_ports(2)
@@ -271,9 +299,10 @@ def test_two_workers_train_like_one_process(tmp_path, single_process):
     assert _wait(workers, output_dir) == [0, 0], _logs(output_dir)
 
     # The students moved, and both workers hold the one-process weights and logs,
-    # ECE (train and validation) included.
-    assert "ece" in single_process["logs"] and "val_ece" in single_process["logs"]
+    # ECE included (per-worker ECE would differ: each sees half of every batch).
     assert single_process["logs"]["ece"][0] > 0
+    moved = np.abs(np.ravel(single_process["student"][0]))
+    assert moved.max() > 0
     for task in range(2):
         _assert_same_training(_result(output_dir, task), single_process)
 
@@ -287,7 +316,7 @@ def test_killed_worker_restarted_with_backup_and_restore_finishes_like_an_uninte
     ports = _free_ports(2)
     workers = [_start(output_dir, task, ports, backup_dir, marker) for task in range(2)]
 
-    # Kill worker 1 once epoch 0 is backed up, in the pause before epoch 1 ends.
+    # Kill worker 1 once epoch 0 is backed up, while it pauses before epoch 1.
     deadline = time.monotonic() + _TIMEOUT_SECONDS
     while not os.path.exists(marker):
         if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
@@ -299,27 +328,22 @@ def test_killed_worker_restarted_with_backup_and_restore_finishes_like_an_uninte
     # The survivor fails once its collective times out; a cluster manager restarts
     # every worker that stopped. Stopping it here bounds the test either way.
     try:
-        workers[0].wait(timeout=60)
+        workers[0].wait(timeout=45)
     except subprocess.TimeoutExpired:
         _kill(workers[:1])
-    assert not os.path.exists(os.path.join(output_dir, f"task0-{_RESULT}"))  # not finished
+    assert not os.path.exists(os.path.join(output_dir, f"task0-{_RESULT}"))  # unfinished
 
     ports = _free_ports(2)
     restarted = [_start(output_dir, task, ports, backup_dir) for task in range(2)]
     assert _wait(restarted, output_dir) == [0, 0], _logs(output_dir)
     for task in range(2):
         result = _result(output_dir, task)
-        assert result["epochs_run"][0] >= 1  # resumed from the backup, not from scratch
-        np.testing.assert_allclose(
-            np.concatenate([np.ravel(w) for w in result["student"]]),
-            np.concatenate([np.ravel(w) for w in single_process["student"]]),
-            atol=1e-5,
-            rtol=0,
-        )
-        for key in ("loss", "ece", "val_ece"):
-            np.testing.assert_allclose(
-                result["logs"][key][-1], single_process["logs"][key][-1], atol=1e-5, err_msg=key
-            )
+        assert result["initial_epoch"] == 1  # resumed after the backed-up epoch 0
+        for got, expected in zip(result["student"], single_process["student"]):
+            np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        for key, values in single_process["logs"].items():
+            # The resumed run logs epochs 1 and 2.
+            np.testing.assert_allclose(result["logs"][key], values[1:], atol=1e-5, err_msg=key)
 
 
 def test_jax_data_parallel_on_two_devices_equals_one_device(tmp_path):
@@ -340,6 +364,7 @@ def test_jax_data_parallel_on_two_devices_equals_one_device(tmp_path):
     assert results["1"]["devices"] == 2
     assert results["0"]["logs"]["ece"][0] > 0
     _assert_same_training(results["1"], results["0"])
+    # ModelParallel (sharding one model's weights) belongs to the language-model issue.
 
 
 if __name__ == "__main__":
