@@ -408,12 +408,15 @@ def _split_into_batches(tensors, batch_ends):
         return tf.reshape(tensor[:full_rows], [num_full, size, *tensor.shape[1:]])
 
     batches = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(full_batches, tensors))
-    if num_full < len(sizes):
-        last = tf.data.Dataset.from_tensors(
-            tf.nest.map_structure(lambda tensor: tensor[full_rows:], tensors)
-        )
-        batches = batches.concatenate(last) if num_full else last
-    return batches
+    last = tf.data.Dataset.from_tensors(
+        tf.nest.map_structure(lambda tensor: tensor[full_rows:], tensors)
+    )
+    if num_full == len(sizes):
+        # No short batch: an empty one's spec still makes the batch size `None`, as
+        # `batch()` gives, so the shapes (and error messages) do not depend on the
+        # number of examples.
+        last = last.take(0)
+    return batches.concatenate(last) if num_full else last
 
 
 def _attach(dataset, cache, key, check_inputs):
