@@ -53,8 +53,9 @@ def cache_teacher_logits(
     the result to `Distiller.fit` in place of `data`: the teacher does not run.
 
     Memory: `samples x M x classes x bytes` for the logits (4 bytes, 2 with
-    `dtype="float16"`), plus 24 bytes per batch; the inputs are not copied but
-    re-read from `data` each epoch, and the cache is built in a transient 2x that.
+    `dtype="float16"`), plus 24 bytes per batch, built in a transient 2x that. Arrays
+    are copied once into the returned dataset (their own size again, the caller's
+    copy can be freed); a `tf.data` pipeline is not copied but re-read each epoch.
 
     Requirements on `data`, checked:
 
