@@ -70,7 +70,10 @@ def cache_teacher_topk(teachers, dataset, top_k, path, dtype, check_inputs, verb
         "format": _FORMAT,
         "dtype": dtype,
         "top_k": top_k,
-        "teacher_weights_sha256": teacher_cache._weights_fingerprint(teachers),
+        # Hashed only for a cache on disk, which can outlive the teacher's weights.
+        "teacher_weights_sha256": (
+            teacher_cache._weights_fingerprint(teachers) if path is not None else None
+        ),
     }
     if path is not None and os.path.exists(path):
         cache = _load(path, metadata)
@@ -127,7 +130,7 @@ def _run_teacher(teacher, dataset, top_k, dtype, path, metadata, verbose):
     writer = _Writer(path)
     batch_ends, fingerprints = [0], []
     try:
-        for step, (element, fingerprint) in enumerate(teacher_cache._fingerprinted(dataset)):
+        for step, (element, fingerprint, _) in enumerate(teacher_cache._fingerprinted(dataset)):
             values, indices, tail_logits = forward(teacher_cache._unpack(element)[0])
             writer.append(teacher_cache._to_storage_dtype(values, dtype), indices, tail_logits)
             batch_ends.append(batch_ends[-1] + values.shape[0])
@@ -291,7 +294,7 @@ def _attach(dataset, cache, check_inputs):
         tail_logits.set_shape((None, *row_shape[:-1]))
         if check_inputs:
             same_inputs = tf.raw_ops.Assert(
-                condition=tf.equal(teacher_cache._input_fingerprint(x, index), fingerprint),
+                condition=tf.equal(teacher_cache._full_fingerprint(x), fingerprint),
                 data=[
                     "keras_kd.cache_teacher_logits(top_k=...): this batch's inputs differ "
                     "from those the teacher saw (random augmentation, reshuffling before "

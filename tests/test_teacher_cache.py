@@ -426,6 +426,97 @@ def test_shuffling_the_cached_dataset_keeps_each_input_with_its_logits():
 
 
 # ---------------------------------------------------------------------------
+# Proportionate staleness checks: what each `check_inputs` catches
+# ---------------------------------------------------------------------------
+
+
+def test_arrays_are_snapshotted_so_later_edits_cannot_make_logits_stale():
+    x, y, sample_weight = arrays()
+    teacher = dense_teacher(1)
+    original = x.copy()
+    cached = cache_teacher_logits(teacher, (x, y, sample_weight), BATCH_SIZE, verbose=0)
+    x += 100.0  # the caller edits its array in place after caching
+    elements = collect(cached)
+    inputs = np.concatenate([e[0] for e in elements])
+    np.testing.assert_array_equal(inputs, original)
+    np.testing.assert_allclose(
+        np.concatenate([e[1][TEACHER_LOGITS] for e in elements]),
+        np_dense(teacher, original),
+        atol=1e-5,
+    )
+
+
+def test_teacher_weights_are_hashed_only_for_a_cache_on_disk(tmp_path, monkeypatch):
+    from keras_kd import teacher_cache
+
+    x, y, _ = arrays()
+    hashed = []
+    real = teacher_cache._weights_fingerprint
+    monkeypatch.setattr(
+        teacher_cache, "_weights_fingerprint", lambda teachers: hashed.append(1) or real(teachers)
+    )
+    cache_teacher_logits(dense_teacher(1), (x, y), BATCH_SIZE, verbose=0)
+    cache_teacher_logits(dense_teacher(1), batched(x, y), verbose=0)
+    assert hashed == []
+    path = str(tmp_path / "teacher.npz")
+    cache_teacher_logits(dense_teacher(1), (x, y), BATCH_SIZE, path=path, verbose=0)
+    cache_teacher_logits(dense_teacher(1), (x, y), BATCH_SIZE, path=path, verbose=0)
+    assert hashed == [1, 1]  # written, then read back
+
+
+def test_every_batch_check_catches_an_edit_the_sample_does_not_see():
+    # Inputs of 4200 values per example (sampled after each pass's first batch); one
+    # value the row sample skips (it reads every 262nd, so not column 1), changed in
+    # batch 2 only: the documented blind spot of the default check.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(48, 4200)).astype("float32")
+    active = tf.Variable(False)
+
+    def edit_batch_2(index, inputs):
+        bump = tf.scatter_nd([[0, 1]], [1.0], tf.shape(inputs))
+        return tf.where(active & tf.equal(index, 2), inputs + bump, inputs)
+
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16).enumerate().map(edit_batch_2)
+    teacher = keras.Sequential([keras.Input((4200,)), keras.layers.Dense(3)])
+    sampled = cache_teacher_logits(teacher, dataset, verbose=0)
+    every = cache_teacher_logits(teacher, dataset, check_inputs="every_batch", verbose=0)
+    active.assign(True)
+    assert len(collect(sampled)) == 3
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"batch index:\] \[2\]"):
+        collect(every)
+
+
+@pytest.mark.parametrize("check_inputs", [True, "every_batch"])
+def test_both_checks_catch_reshuffling_before_batching_during_fit(check_inputs):
+    # The pipeline reshuffles only once `reshuffle` is set, i.e. after caching.
+    x, y, _ = arrays()
+    reshuffle = tf.Variable(False)
+
+    def maybe_reverse(inputs, labels):
+        return tf.where(reshuffle, tf.reverse(inputs, [0]), inputs), labels
+
+    dataset = batched(x, y).map(maybe_reverse)
+    cached = cache_teacher_logits(dense_teacher(1), dataset, check_inputs=check_inputs, verbose=0)
+    distiller = compiled_distiller(dense_teacher(1), mlp_student())
+    distiller.fit(cached, epochs=1, shuffle=False, verbose=0)
+    reshuffle.assign(True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="stale"):
+        distiller.fit(cached, epochs=1, shuffle=False, verbose=0)
+
+
+def test_a_cache_file_of_the_previous_format_is_refused_by_name(tmp_path):
+    import json
+
+    x, y, _ = arrays()
+    path = tmp_path / "old.npz"
+    metadata = {"format": "keras_kd.teacher_logits/1", "dtype": "float32", "num_members": 1}
+    with open(path, "wb") as file:
+        np.savez(file, metadata=np.array(json.dumps(metadata)), logits=np.zeros((50, 4)))
+    with pytest.raises(ValueError, match="another file format"):
+        cache_teacher_logits(dense_teacher(1), (x, y), BATCH_SIZE, path=str(path), verbose=0)
+
+
+# ---------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------
 
@@ -446,6 +537,7 @@ def test_cached_logits_that_do_not_match_the_student_raise():
         ({"batch_size": 8, "dtype": "int8"}, "`dtype` must be one of .* got 'int8'"),
         ({"batch_size": 8, "verbose": 2}, "`verbose` must be one of .* got 2"),
         ({"batch_size": 8, "check_inputs": "yes"}, "`check_inputs` must be True or False"),
+        ({"batch_size": 8, "check_inputs": 1}, "`check_inputs` must be True or False.*got 1"),
     ],
 )
 def test_bad_arguments_raise_value_errors(kwargs, match):

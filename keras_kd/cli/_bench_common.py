@@ -1,16 +1,55 @@
-"""What the two benchmarks (`bench`, `bench-ece`) share: data, models, options, clocks."""
+"""What the two benchmarks (`bench`, `bench-ece`) share: sizes, options, data, output.
+
+Every argument is checked when parsed or at the top of `run`, before any model is
+built, so a bad value or an unwritable `--json` never costs a benchmark run.
+"""
 
 import argparse
+import contextlib
+import math
 import os
+import tempfile
 
 JIT_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
+# --- argument types -------------------------------------------------------------------
+
+
 def positive_int(text):
     """argparse type: an integer >= 1."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0 (not nan or inf)."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def unit_interval(text):
+    """argparse type: a finite number in [0, 1]."""
+    value = _finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -18,16 +57,88 @@ def add_jit_compile_argument(parser, what):
     parser.add_argument(
         "--jit-compile",
         choices=tuple(JIT_MODES),
-        default="both",
-        help=f"XLA for {what}, default both (off, then on)",
+        default=None,
+        help=f"XLA for {what}: off, on or both (default both; on only under JAX, which "
+        "always compiles)",
     )
 
 
-def apply_quick(args, overrides):
-    """With `--quick`, replaces the sizes in `args` by a smoke run's `overrides`."""
-    if args.quick:
-        for name, value in overrides.items():
-            setattr(args, name, value)
+def add_size_arguments(parser, sizes):
+    """Registers `--name` for each `(name, type, default, help)` in `sizes`.
+
+    The parser's default is None, so that `resolve_sizes` can tell a flag the user gave
+    (kept, even with `--quick`) from one left out (the default, or `--quick`'s size).
+    """
+    for name, kind, default, help_text in sizes:
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, default=None,
+            help=f"{help_text}, default {shown}",
+        )
+
+
+def resolve_sizes(args, defaults, quick):
+    """Fills each size left out on the command line: `--quick`'s value, else the default.
+
+    Explicit flags always win, with or without `--quick`.
+    """
+    for name, default in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, quick.get(name, default) if args.quick else default)
+    return args
+
+
+# --- output files (a private copy of what keras_kd/cli/_io.py offers; to be deduplicated)
+
+
+def check_output_file(path, flag="--json"):
+    """Checks that file `path` can be written, creating nothing: its directory exists
+    and is writable, and `path` is not a directory.
+
+    Raises:
+        ValueError: naming `flag`, what is wrong and what to do.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path!r} is a directory; give a file name.")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"{flag} {path!r}: directory {directory!r} does not exist; create it or give "
+            "another path."
+        )
+    try:
+        # os.access is unreliable (root, ACLs, read-only mounts): try the real thing.
+        handle, probe = tempfile.mkstemp(prefix=".keras-kd-write-check.", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(
+            f"{flag} {path!r}: directory {directory!r} is not writable "
+            f"({error.strerror or error})."
+        ) from None
+    return path
+
+
+def atomic_write_text(path, text):
+    """Writes `text` to `path` through a temporary file in the same directory and
+    `os.replace`, so an interrupted run leaves the previous file or the whole new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+# --- models, data, machine --------------------------------------------------------------
 
 
 def mlp(features, units, classes, name):
@@ -40,14 +151,21 @@ def mlp(features, units, classes, name):
     return keras.Sequential(layers, name=name)
 
 
-def synthetic_data(args):
-    """A batched, cached, prefetched dataset of Gaussian inputs and random labels."""
+def synthetic_arrays(samples, input_shape, classes):
+    """Gaussian inputs of `input_shape` per example and uniform random labels, seed 0."""
     import numpy as np
-    import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.samples, args.features)).astype("float32")
-    y = rng.integers(0, args.classes, size=args.samples).astype("int32")
+    x = rng.normal(size=(samples, *input_shape)).astype("float32")
+    y = rng.integers(0, classes, size=samples).astype("int32")
+    return x, y
+
+
+def synthetic_data(args, input_shape=None):
+    """A batched, cached, prefetched dataset of Gaussian inputs and random labels."""
+    import tensorflow as tf
+
+    x, y = synthetic_arrays(args.samples, input_shape or (args.features,), args.classes)
     # In memory and prefetched, so that the input pipeline costs every method the same.
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,54 +1,115 @@
 """`keras-kd bench`: what distillation costs, against its floor and `keras.distillation`.
 
-The floor of a distillation epoch is one student training epoch plus one teacher
-inference pass (`student_fit + teacher_predict`), and, when the teacher's logits are
-cached, the student epoch alone. On synthetic data, with a teacher about 10x the
-student's forward cost, one process measures (warm-up epochs first, then the median
-of several) `student.fit`, `teacher.predict`, `keras_kd.Distiller.fit` live and from
-`cache_teacher_logits`, and `keras.distillation.Distiller.fit` with
-`LogitsDistillation(temperature=T, loss=keras.losses.KLDivergence())` (its correct
-configuration) on the same models and data; then `evaluate` of both distillers
-against `student.evaluate`. It prints the times, the ratios to the floor and to
-`keras.distillation`, and the cached path's memory (samples x classes x bytes).
+The floor of a live distillation epoch is one student training epoch plus one
+compiled teacher forward over the same data (`student_fit + teacher_forward`): no
+distiller can do less. From cached teacher logits it is the student epoch alone. One
+process measures, on synthetic data, for an MLP or a CNN pair (a ResNet-style teacher
+and a thinner plain student on 32x32x3 images): `student.fit`, the compiled teacher
+forward, `teacher.predict`, `keras_kd.Distiller.fit` live and from
+`cache_teacher_logits` (arrays, and a `tf.data` pipeline under each `check_inputs`),
+`keras.distillation.Distiller.fit` with `LogitsDistillation(temperature=T,
+loss=keras.losses.KLDivergence())` (its correct configuration) on the same models and
+data, and `evaluate` of both distillers and the student. Each round times every
+contender's epoch once, in a rotating order, so a shared machine's load hits all
+alike; the figures are medians over the timed rounds. `--backends tensorflow,jax`
+measures each backend in its own subprocess (`KERAS_BACKEND`).
 
-    keras-kd bench                         # default sizes, jit_compile off and on
-    keras-kd bench --quick                 # a smoke run
-    keras-kd bench --json bench.json       # also write the figures
+    keras-kd bench                                  # MLP, jit_compile off and on
+    keras-kd bench --workload cnn --backends tensorflow,jax
+    keras-kd bench --quick --json bench.json        # a smoke run, figures to a file
 """
 
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 from keras_kd.cli._bench_common import JIT_MODES
 from keras_kd.cli._bench_common import add_jit_compile_argument
-from keras_kd.cli._bench_common import apply_quick
+from keras_kd.cli._bench_common import add_size_arguments
+from keras_kd.cli._bench_common import atomic_write_text
+from keras_kd.cli._bench_common import check_output_file
 from keras_kd.cli._bench_common import load_average
 from keras_kd.cli._bench_common import mlp
+from keras_kd.cli._bench_common import positive_float
 from keras_kd.cli._bench_common import positive_int
-from keras_kd.cli._bench_common import synthetic_data
+from keras_kd.cli._bench_common import resolve_sizes
+from keras_kd.cli._bench_common import synthetic_arrays
+from keras_kd.cli._bench_common import unit_interval
 
+_FLOOR = "student_fit + teacher_forward"
 _GOALS = {
-    "keras_kd / keras_distillation": 0.95,
-    "keras_kd / (student_fit + teacher_predict)": 1.05,
-    "keras_kd_cached / student_fit": 1.15,
-    "keras_kd_evaluate / keras_distillation_evaluate": 0.6,
+    f"keras_kd / ({_FLOOR})": 1.0,
+    "keras_kd / keras_distillation": 1.0,
+    "keras_kd_cached / student_fit": 1.05,
 }
+_BACKENDS = ("tensorflow", "jax")
+_CHILD_TIMEOUT_SECONDS = 4 * 3600  # a hard stop for one backend's subprocess
 
-_QUICK = {
-    "samples": 1024,
-    "batch_size": 128,
-    "features": 32,
-    "classes": 10,
-    "student_units": (32,),
-    "teacher_units": (100, 96),
-    "epochs": 2,
-    "warmup": 1,
+
+def _units(text):
+    import argparse
+
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"must be comma-separated widths >= 1, got {text!r}")
+    return widths
+
+
+def _backends(text):
+    import argparse
+
+    names = tuple(part.strip() for part in text.split(","))
+    unknown = [name for name in names if name not in _BACKENDS]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"must be distinct names among {', '.join(_BACKENDS)}, got {text!r}"
+        )
+    return names
+
+
+# Sizes per workload: the teacher costs 10-50x the student's forward multiply-adds,
+# as in practice. `--student-units`/`--teacher-units` are hidden widths for the MLP and
+# channels per stage for the CNN (two residual blocks per stage, stride 2 between).
+_WORKLOAD_SIZES = {
+    "mlp": {
+        "samples": 8192, "batch_size": 256, "features": 512, "classes": 100,
+        "student_units": (512,), "teacher_units": (1536, 1536), "epochs": 5, "warmup": 1,
+    },
+    "cnn": {
+        "samples": 2048, "batch_size": 128, "image_size": 32, "classes": 10,
+        "student_units": (16, 32), "teacher_units": (32, 64), "epochs": 5, "warmup": 1,
+    },
 }
+_QUICK = {
+    "mlp": {
+        "samples": 1024, "batch_size": 128, "features": 32, "classes": 10,
+        "student_units": (32,), "teacher_units": (100, 96), "epochs": 2, "warmup": 1,
+    },
+    "cnn": {
+        "samples": 256, "batch_size": 64, "image_size": 16, "classes": 10,
+        "student_units": (4, 8), "teacher_units": (8, 16), "epochs": 2, "warmup": 1,
+    },
+}
+_SIZES = (
+    ("samples", positive_int, "mlp 8192, cnn 2048", "examples"),
+    ("batch_size", positive_int, "mlp 256, cnn 128", "batch size"),
+    ("features", positive_int, "512", "MLP input features"),
+    ("image_size", positive_int, "32", "CNN image side (3 channels)"),
+    ("classes", positive_int, "mlp 100, cnn 10", "classes"),
+    ("student_units", _units, "mlp 512, cnn 16,32", "student widths"),
+    ("teacher_units", _units, "mlp 1536,1536, cnn 32,64", "teacher widths"),
+    ("epochs", positive_int, "5", "timed rounds (epochs of each contender)"),
+    ("warmup", positive_int, "1", "untimed rounds"),
+)
 
 
 def add_parser(subparsers):
@@ -57,28 +118,24 @@ def add_parser(subparsers):
         help="time distillation against its floor and keras.distillation",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--samples", type=positive_int, default=8192, help="default 8192")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
-    parser.add_argument("--features", type=positive_int, default=512, help="default 512")
-    parser.add_argument("--classes", type=positive_int, default=100, help="default 100")
     parser.add_argument(
-        "--student-units", type=_units, default=(512,), help="hidden widths, default 512"
+        "--workload", choices=tuple(_WORKLOAD_SIZES), default="mlp", help="default mlp"
+    )
+    add_size_arguments(parser, _SIZES)
+    parser.add_argument("--temperature", type=positive_float, default=4.0, help="default 4.0")
+    parser.add_argument(
+        "--alpha", type=unit_interval, default=0.9,
+        help="weight of the distillation term, in [0, 1], default 0.9",
     )
     parser.add_argument(
-        "--teacher-units",
-        type=_units,
-        default=(1536, 1536),
-        help="hidden widths, default 1536,1536 (about 10x the student's forward cost)",
-    )
-    parser.add_argument("--epochs", type=positive_int, default=5, help="timed epochs, default 5")
-    parser.add_argument("--warmup", type=positive_int, default=1, help="untimed epochs, default 1")
-    parser.add_argument("--temperature", type=float, default=4.0, help="default 4.0")
-    parser.add_argument(
-        "--alpha", type=float, default=0.9, help="weight of the distillation term, default 0.9"
+        "--backends", type=_backends, default=None,
+        help="comma-separated Keras backends (tensorflow, jax), each measured in its own "
+        "process; default the current one (KERAS_BACKEND)",
     )
     add_jit_compile_argument(parser, "every model and distiller")
     parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes and 2 epochs: a smoke run, not figures"
+        "--quick", action="store_true",
+        help="small sizes and 2 rounds (flags given explicitly are kept): a smoke run",
     )
     parser.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
     parser.set_defaults(func=run)
@@ -86,50 +143,101 @@ def add_parser(subparsers):
 
 
 def run(args):
-    import keras
-
-    apply_quick(args, _QUICK)
-    jit_modes = JIT_MODES[args.jit_compile]
-    data = synthetic_data(args)
-    machine = _machine()
-    _progress(
-        f"{args.samples} samples x {args.features} features, {args.classes} classes, "
-        f"batch {args.batch_size}; student {list(args.student_units)}, teacher "
-        f"{list(args.teacher_units)} ({_cost_ratio(args):.1f}x the student's forward "
-        f"multiply-adds); {args.warmup} warm-up + {args.epochs} timed epochs; "
-        f"load average {machine['load_average_start']}"
-    )
-    keras.utils.set_random_seed(0)
-    teacher = mlp(args.features, args.teacher_units, args.classes, "teacher")
-    runs = [_measure_all(args, teacher, data, jit_compile) for jit_compile in jit_modes]
-    machine["load_average_end"] = load_average()
-    memory = _cache_memory(args, [run.pop("cache_peak_rss_bytes") for run in runs])
-    figures = {
-        "machine": machine,
-        "config": {key: value for key, value in vars(args).items() if key != "func"},
-        "flop_ratio_teacher_to_student": _cost_ratio(args),
-        "runs": runs,
-        "cache_memory": memory,
-        "goals": _GOALS,
-    }
+    """Checks every argument, then measures; returns 0, or 2 for a bad argument."""
+    try:
+        _resolve(args)
+    except ValueError as error:
+        print(f"keras-kd bench: error: {error}", file=sys.stderr)
+        return 2
+    if args.backends != (_current_backend(),):
+        figures = _run_in_subprocesses(args)
+    else:
+        figures = _measure_backend(args)
     print(_table(figures))
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(figures, file, indent=2, default=list)
+        atomic_write_text(args.json, json.dumps(figures, indent=2, default=list))
         _progress(f"figures written to {args.json}")
     return 0
 
 
-# --- measurements -------------------------------------------------------------------
+def _resolve(args):
+    """Fills the sizes and checks the combinations and the output path: before any work."""
+    sizes = {name: None for name, *_ in _SIZES}
+    sizes.update(_WORKLOAD_SIZES[args.workload])
+    resolve_sizes(args, sizes, _QUICK[args.workload])
+    unused = "image_size" if args.workload == "mlp" else "features"
+    if getattr(args, unused) is not None:
+        raise ValueError(f"--{unused.replace('_', '-')} does not apply to --workload "
+                         f"{args.workload}.")
+    if args.backends is None:
+        args.backends = (_current_backend(),)
+    if args.jit_compile is None:
+        args.jit_compile = "both"
+    elif args.jit_compile != "on" and "jax" in args.backends:
+        raise ValueError(
+            f"--jit-compile {args.jit_compile} asks for uncompiled steps, which the JAX "
+            "backend does not benchmark (it always compiles); use --jit-compile on, or "
+            "leave it out."
+        )
+    if args.json:
+        check_output_file(args.json, "--json")
 
 
-def _measure_all(args, teacher, data, jit_compile):
+def _current_backend():
+    # keras_kd's package import has loaded Keras, whose backend is fixed from here on.
     import keras
+
+    return keras.backend.backend()
+
+
+def _jit_modes(args):
+    return (True,) if _current_backend() == "jax" else JIT_MODES[args.jit_compile]
+
+
+# --- one backend, in this process ---------------------------------------------------------
+
+
+def _measure_backend(args):
+    import keras
+
+    x, y = synthetic_arrays(args.samples, _input_shape(args), args.classes)
+    machine = _machine()
+    keras.utils.set_random_seed(0)
+    teacher = _teacher(args)
+    student = _student(args)
+    cost_ratio = _multiply_adds(teacher) / _multiply_adds(student)
+    _progress(
+        f"{keras.backend.backend()}, {args.workload}: {args.samples} samples of "
+        f"{_input_shape(args)}, {args.classes} classes, batch {args.batch_size}; student "
+        f"{list(args.student_units)}, teacher {list(args.teacher_units)} ({cost_ratio:.1f}x "
+        f"the student's forward multiply-adds); {args.warmup} warm-up + {args.epochs} "
+        f"timed rounds; load average {machine['load_average_start']}"
+    )
+    runs = [_measure_all(args, teacher, (x, y), jit) for jit in _jit_modes(args)]
+    machine["load_average_end"] = load_average()
+    peaks = [run.pop("cache_peak_rss_bytes") for run in runs]
+    return {
+        "machine": machine,
+        "config": _config(args),
+        "flop_ratio_teacher_to_student": cost_ratio,
+        "runs": runs,
+        "cache_memory": _cache_memory(args, peaks),
+        "goals": _GOALS,
+    }
+
+
+def _measure_all(args, teacher, arrays, jit_compile):
+    import keras
+    import tensorflow as tf
 
     import keras_kd
     from keras_kd.teacher_cache import cache_teacher_logits
 
-    label = f"jit_compile={'on' if jit_compile else 'off'}"
+    label = f"{keras.backend.backend()} jit_compile={'on' if jit_compile else 'off'}"
+    x, y = arrays
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
+    # In memory and prefetched, so that the input pipeline costs every method the same.
+    data = data.prefetch(tf.data.AUTOTUNE)
     hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     compile_args = {"optimizer": "adam", "loss": hard_loss, "jit_compile": jit_compile}
 
@@ -157,29 +265,42 @@ def _measure_all(args, teacher, data, jit_compile):
 
     with _PeakRss() as peak:
         start = _clocks()
-        cached = cache_teacher_logits(teacher, data, verbose=0)
+        # In-memory arrays, batched by keras_kd: a snapshot, never re-checked.
+        cached = cache_teacher_logits(teacher, (x, y), batch_size=args.batch_size, verbose=0)
         cache_seconds = _elapsed(start)
     _progress(f"{label} cache: {cache_seconds[0]:.3f} s (once, tracing included)")
-    # The same logits without the per-batch staleness check: what that check costs.
-    unchecked = cache_teacher_logits(teacher, data, check_inputs=False, verbose=0)
-    offline = distiller()
-    offline_unchecked = distiller()
+    # A tf.data pipeline can change between epochs: each `check_inputs` and its cost.
+    pipelines = {
+        name: cache_teacher_logits(teacher, data, check_inputs=check, verbose=0)
+        for name, check in (
+            ("keras_kd_cached_pipeline", True),
+            ("keras_kd_cached_every_batch", "every_batch"),
+            ("keras_kd_cached_unchecked", False),
+        )
+    }
+    forward = _compiled_forward(teacher, jit_compile)
 
     passes = {
         "student_fit": lambda: _one_epoch(student, data),
-        "teacher_predict": lambda: _one_call(teacher.predict, data),
+        "teacher_forward": lambda: _timed(forward, data),
+        "teacher_predict": lambda: _timed(lambda d: teacher.predict(d, verbose=0), data),
         "keras_kd": lambda: _one_epoch(live, data),
-        "keras_kd_cached": lambda: _one_epoch(offline, cached),
-        "keras_kd_cached_unchecked": lambda: _one_epoch(offline_unchecked, unchecked),
         "keras_distillation": lambda: _one_epoch(reference, data),
-        "student_evaluate": lambda: _one_call(student.evaluate, data),
-        "keras_kd_evaluate": lambda: _one_call(live.evaluate, data),
-        "keras_distillation_evaluate": lambda: _one_call(reference.evaluate, data),
-        "student_predict": lambda: _one_call(student.predict, data),
+        "keras_kd_cached": lambda model=distiller(): _one_epoch(model, cached),
+        **{
+            name: lambda model=distiller(), dataset=dataset: _one_epoch(model, dataset)
+            for name, dataset in pipelines.items()
+        },
+        "student_evaluate": lambda: _timed(lambda d: student.evaluate(d, verbose=0), data),
+        "keras_kd_evaluate": lambda: _timed(lambda d: live.evaluate(d, verbose=0), data),
+        "keras_distillation_evaluate": lambda: _timed(
+            lambda d: reference.evaluate(d, verbose=0), data
+        ),
     }
     wall, cpu = _interleaved(passes, args, label)
     wall["cache"], cpu["cache"] = cache_seconds
     return {
+        "backend": keras.backend.backend(),
         "jit_compile": jit_compile,
         "seconds": wall,
         "ratios": _ratios(wall),
@@ -189,13 +310,55 @@ def _measure_all(args, teacher, data, jit_compile):
     }
 
 
+def _compiled_forward(model, jit_compile):
+    """A function that runs `model(x, training=False)` over a dataset, compiled.
+
+    The tightest teacher pass: one compiled step per batch, no outputs gathered
+    (unlike `predict`, which converts and concatenates every batch on the host); the
+    last result is waited for, so asynchronous dispatch is counted.
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def logits(trainable, non_trainable, x):
+            return model.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+        step = jax.jit(logits)
+
+        def run(dataset):
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+            out = None
+            for x, _ in dataset.as_numpy_iterator():
+                out = step(trainable, non_trainable, x)
+            out.block_until_ready()
+
+        return run
+
+    import tensorflow as tf
+
+    step = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
+
+    def run(dataset):
+        # A Python loop over compiled steps, as `fit` runs: measured no slower than a
+        # loop traced into the graph (which cost 1.8x the wall time on 2 CPUs).
+        out = None
+        for x, _ in dataset:
+            out = step(x)
+        out.numpy()
+
+    return run
+
+
 def _interleaved(passes, args, label):
     """Median wall and CPU time of each pass, over rounds that run every pass once.
 
-    Rounds interleave the methods (in a rotating order) so that a change in the load
-    of a shared machine affects all of them alike; the first `args.warmup` rounds
-    (tracing, XLA compilation, the input cache filling) are not timed. CPU time
-    (this process, all threads) is far less sensitive to other processes than wall time.
+    Rounds interleave the contenders (in a rotating order) so that a change in the
+    load of a shared machine affects all of them alike; the first `args.warmup` rounds
+    (tracing, XLA compilation, the input cache filling) are not timed. CPU time (this
+    process, all threads) is far less sensitive to other processes than wall time.
     """
     names = list(passes)
     wall = {name: [] for name in names}
@@ -207,12 +370,11 @@ def _interleaved(passes, args, label):
             if round_index >= args.warmup:
                 wall[name].append(wall_seconds)
                 cpu[name].append(cpu_seconds)
-        timed = round_index - args.warmup + 1
         _progress(
             f"{label} round {round_index + 1}/{args.warmup + args.epochs}"
-            + (" (warm-up)" if timed <= 0 else "")
+            + (" (warm-up)" if round_index < args.warmup else "")
             + ": "
-            + ", ".join(f"{name} {passes_time:.3f} s" for name, passes_time in _last(wall))
+            + ", ".join(f"{name} {values[-1]:.3f} s" for name, values in wall.items() if values)
         )
     return (
         {name: statistics.median(times) for name, times in wall.items()},
@@ -220,24 +382,29 @@ def _interleaved(passes, args, label):
     )
 
 
-def _last(times):
-    return [(name, values[-1]) for name, values in times.items() if values]
-
-
 def _ratios(seconds):
+    floor = seconds["student_fit"] + seconds["teacher_forward"]
+    student = seconds["student_fit"]
     return {
+        f"keras_kd / ({_FLOOR})": seconds["keras_kd"] / floor,
         "keras_kd / keras_distillation": seconds["keras_kd"] / seconds["keras_distillation"],
+        f"keras_distillation / ({_FLOOR})": seconds["keras_distillation"] / floor,
         "keras_kd / (student_fit + teacher_predict)": seconds["keras_kd"]
-        / (seconds["student_fit"] + seconds["teacher_predict"]),
-        "keras_kd_cached / student_fit": seconds["keras_kd_cached"] / seconds["student_fit"],
+        / (student + seconds["teacher_predict"]),
+        "teacher_predict / teacher_forward": seconds["teacher_predict"]
+        / seconds["teacher_forward"],
+        "keras_kd_cached / student_fit": seconds["keras_kd_cached"] / student,
+        "keras_kd_cached_pipeline / student_fit": seconds["keras_kd_cached_pipeline"] / student,
+        "keras_kd_cached_every_batch / student_fit": seconds["keras_kd_cached_every_batch"]
+        / student,
         "keras_kd_cached_unchecked / student_fit": seconds["keras_kd_cached_unchecked"]
-        / seconds["student_fit"],
+        / student,
+        "keras_kd_cached / keras_distillation": seconds["keras_kd_cached"]
+        / seconds["keras_distillation"],
         "keras_kd_evaluate / keras_distillation_evaluate": seconds["keras_kd_evaluate"]
         / seconds["keras_distillation_evaluate"],
         "keras_kd_evaluate / student_evaluate": seconds["keras_kd_evaluate"]
         / seconds["student_evaluate"],
-        "teacher_predict / student_predict": seconds["teacher_predict"]
-        / seconds["student_predict"],
     }
 
 
@@ -257,10 +424,10 @@ def _one_epoch(model, data):
     return timer.seconds
 
 
-def _one_call(method, data):
-    """(wall, CPU) seconds of one `predict` or `evaluate` pass."""
+def _timed(function, data):
+    """(wall, CPU) seconds of `function(data)`."""
     start = _clocks()
-    method(data, verbose=0)
+    function(data)
     return _elapsed(start)
 
 
@@ -303,9 +470,67 @@ class _PeakRss:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-# --- models and data ----------------------------------------------------------------
+# --- several backends, one subprocess each --------------------------------------------------
 
 
+def _run_in_subprocesses(args):
+    """Runs this benchmark once per backend in a child process and merges the figures."""
+    merged = None
+    with tempfile.TemporaryDirectory(prefix="keras-kd-bench-") as directory:
+        for backend in args.backends:
+            path = os.path.join(directory, f"{backend}.json")
+            command = [sys.executable, "-m", "keras_kd", "bench", *_child_argv(args, backend),
+                       "--json", path]
+            _progress(f"{backend}: {' '.join(command[1:])}")
+            package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = {
+                **os.environ,
+                "KERAS_BACKEND": backend,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [os.path.dirname(package_root), os.environ.get("PYTHONPATH")])
+                ),
+            }
+            subprocess.run(command, env=env, check=True, timeout=_CHILD_TIMEOUT_SECONDS,
+                           stdout=subprocess.DEVNULL)
+            with open(path) as file:
+                figures = json.load(file)
+            if merged is None:
+                merged = figures
+            else:
+                merged["runs"] += figures["runs"]
+                merged["cache_memory"]["measured_peak_rss_growth_bytes_per_call"] += figures[
+                    "cache_memory"]["measured_peak_rss_growth_bytes_per_call"]
+                merged["machine"]["load_average_end"] = figures["machine"]["load_average_end"]
+    merged["config"]["backends"] = list(args.backends)
+    return merged
+
+
+def _child_argv(args, backend):
+    argv = ["--workload", args.workload, "--backends", backend]
+    for name, *_ in _SIZES:
+        value = getattr(args, name)
+        if value is not None:
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            argv += [f"--{name.replace('_', '-')}", text]
+    argv += ["--temperature", repr(args.temperature), "--alpha", repr(args.alpha)]
+    if backend != "jax":
+        argv += ["--jit-compile", args.jit_compile]
+    return argv
+
+
+# --- models and data ---------------------------------------------------------------------
+
+
+def _input_shape(args):
+    if args.workload == "mlp":
+        return (args.features,)
+    return (args.image_size, args.image_size, 3)
+
+
+def _teacher(args):
+    if args.workload == "mlp":
+        return mlp(args.features, args.teacher_units, args.classes, "teacher")
+    return _resnet(args.image_size, args.teacher_units, args.classes, "teacher")
 
 
 def _student(args):
@@ -313,25 +538,69 @@ def _student(args):
 
     # The same initial weights for every student, so each method trains the same model.
     keras.utils.set_random_seed(1)
-    return mlp(args.features, args.student_units, args.classes, "student")
+    if args.workload == "mlp":
+        return mlp(args.features, args.student_units, args.classes, "student")
+    return _plain_cnn(args.image_size, args.student_units, args.classes, "student")
 
 
+def _resnet(image_size, widths, classes, name):
+    """A small ResNet (He et al. 2016): a 3x3 stem, two basic blocks per width."""
+    from keras import layers
+
+    import keras
+
+    def conv_bn(x, filters, kernel, strides=1):
+        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+        return layers.BatchNormalization()(x)
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = layers.ReLU()(conv_bn(inputs, widths[0], 3))
+    for stage, filters in enumerate(widths):
+        for block in range(2):
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            if strides != 1 or shortcut.shape[-1] != filters:
+                shortcut = conv_bn(x, filters, 1, strides)
+            residual = layers.ReLU()(conv_bn(x, filters, 3, strides))
+            x = layers.ReLU()(layers.Add()([shortcut, conv_bn(residual, filters, 3)]))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(classes)(x), name=name)
 
 
-def _forward_multiply_adds(features, units, classes):
-    widths = [features, *units, classes]
-    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+def _plain_cnn(image_size, widths, classes, name):
+    """One 3x3 ReLU convolution per width, stride 2 after the first, then a linear head."""
+    import keras
+    from keras import layers
+
+    model = [keras.Input((image_size, image_size, 3))]
+    for index, filters in enumerate(widths):
+        model.append(
+            layers.Conv2D(filters, 3, strides=1 if index == 0 else 2, padding="same",
+                          activation="relu")
+        )
+    model += [layers.GlobalAveragePooling2D(), layers.Dense(classes)]
+    return keras.Sequential(model, name=name)
 
 
-def _cost_ratio(args):
-    return _forward_multiply_adds(
-        args.features, args.teacher_units, args.classes
-    ) / _forward_multiply_adds(args.features, args.student_units, args.classes)
+def _multiply_adds(model):
+    """Forward multiply-adds per example of the Dense and Conv2D layers of `model`."""
+    import math
+
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            total += layer.kernel.shape[0] * layer.kernel.shape[1]
+        elif isinstance(layer, keras.layers.Conv2D):
+            output_positions = math.prod(layer.output.shape[1:-1])
+            total += output_positions * math.prod(layer.kernel.shape)
+    return total
 
 
 def _cache_memory(args, peak_rss_bytes):
     # RSS growth also counts TensorFlow's own allocations while tracing the teacher
-    # pass (first call especially); the formula is what the cache keeps.
+    # pass (and the arrays' snapshot); the formula is what the cache keeps.
     bytes_per_logit = 4  # float32, the default; dtype="float16" halves it
     return {
         "samples": args.samples,
@@ -342,19 +611,25 @@ def _cache_memory(args, peak_rss_bytes):
     }
 
 
-# --- output ---------------------------------------------------------------------------
+def _config(args):
+    return {key: value for key, value in vars(args).items() if key not in ("func", "command")}
+
+
+# --- output --------------------------------------------------------------------------------
 
 
 def _table(figures):
     runs = figures["runs"]
-    header = "| | " + " | ".join(f"jit_compile={'on' if r['jit_compile'] else 'off'}" for r in runs)
-    lines = [header + " | goal |", "|---" * (len(runs) + 2) + "|"]
+    titles = [f"{run['backend']} jit {'on' if run['jit_compile'] else 'off'}" for run in runs]
+    lines = ["| | " + " | ".join(titles) + " | goal |", "|---" * (len(runs) + 2) + "|"]
     for name in runs[0]["seconds"]:
-        cells = " | ".join(_seconds_cell(r, name) for r in runs)
+        cells = " | ".join(
+            f"{run['seconds'][name]:.3f} s, {run['cpu_seconds'][name]:.3f} s" for run in runs
+        )
         lines.append(f"| {name} (wall, CPU) | {cells} | |")
     for kind, suffix in (("ratios", ""), ("cpu_ratios", " (CPU time)")):
         for name in runs[0][kind]:
-            cells = " | ".join(f"{r[kind][name]:.2f}" for r in runs)
+            cells = " | ".join(f"{run[kind][name]:.2f}" for run in runs)
             goal = f"<= {_GOALS[name]}" if name in _GOALS else ""
             lines.append(f"| {name}{suffix} | {cells} | {goal} |")
     memory = figures["cache_memory"]
@@ -362,10 +637,12 @@ def _table(figures):
     peaks = memory["measured_peak_rss_growth_bytes_per_call"]
     lines += [
         "",
+        f"Workload {figures['config']['workload']}; teacher "
+        f"{figures['flop_ratio_teacher_to_student']:.1f}x the student's forward multiply-adds.",
         f"Cached logits: {memory['samples']} samples x {memory['classes']} classes x "
-        f"{memory['bytes_per_logit']} bytes = {memory['logits_bytes'] / 2**20:.1f} MiB; "
-        "measured peak RSS growth during each cache_teacher_logits call (TensorFlow's "
-        "tracing included): "
+        f"{memory['bytes_per_logit']} bytes = {memory['logits_bytes'] / 2**20:.2f} MiB; "
+        "measured peak RSS growth during each cache_teacher_logits call (tracing and the "
+        "arrays' snapshot included): "
         + ", ".join(f"{peak / 2**20:.1f} MiB" if peak is not None else "n/a" for peak in peaks),
         f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['platform']}; load "
         f"average {machine['load_average_start']} at start, {machine['load_average_end']} "
@@ -374,14 +651,8 @@ def _table(figures):
     return "\n".join(lines)
 
 
-def _seconds_cell(run, name):
-    return f"{run['seconds'][name]:.3f} s, {run['cpu_seconds'][name]:.3f} s"
-
-
 def _progress(message):
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 
 
 def _machine():
@@ -397,27 +668,11 @@ def _machine():
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
     return {
         "cpu": cpu,
         "cpus": os.cpu_count(),
-        "gpus": gpus,
         "platform": platform.platform(),
         "keras": keras.__version__,
         "tensorflow": tf.__version__,
         "load_average_start": load_average(),
     }
-
-
-
-
-def _units(text):
-    import argparse
-
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        widths = ()
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"must be comma-separated widths >= 1, got {text!r}")
-    return widths

@@ -17,14 +17,26 @@ import time
 
 from keras_kd.cli._bench_common import JIT_MODES
 from keras_kd.cli._bench_common import add_jit_compile_argument
-from keras_kd.cli._bench_common import apply_quick
+from keras_kd.cli._bench_common import add_size_arguments
 from keras_kd.cli._bench_common import load_average
 from keras_kd.cli._bench_common import mlp
 from keras_kd.cli._bench_common import positive_int
+from keras_kd.cli._bench_common import resolve_sizes
 from keras_kd.cli._bench_common import synthetic_data
 
 _GOAL_PERCENT = 5.0
 
+_SIZES = (
+    ("samples", positive_int, 50000, "examples"),
+    ("batch_size", positive_int, 256, "batch size"),
+    ("features", positive_int, 64, "input features"),
+    ("classes", positive_int, 10, "classes"),
+    ("units", positive_int, 256, "hidden width"),
+    ("num_bins", positive_int, 15, "ECE bins"),
+    ("repeats", positive_int, 15, "timed evaluate calls each"),
+    ("warmup", positive_int, 2, "untimed calls"),
+)
+# --quick replaces only the sizes not given explicitly.
 _QUICK = {"samples": 4096, "repeats": 3, "warmup": 1}
 _SERIES = ("accuracy", "accuracy + ece")
 _CLOCKS = ("wall", "cpu")
@@ -36,16 +48,7 @@ def add_parser(subparsers):
         help="time the ECE metric inside model.evaluate() against accuracy alone",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--samples", type=positive_int, default=50000, help="default 50000")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256")
-    parser.add_argument("--features", type=positive_int, default=64, help="default 64")
-    parser.add_argument("--classes", type=positive_int, default=10, help="default 10")
-    parser.add_argument("--units", type=positive_int, default=256, help="hidden width, default 256")
-    parser.add_argument("--num-bins", type=positive_int, default=15, help="default 15")
-    parser.add_argument(
-        "--repeats", type=positive_int, default=15, help="timed evaluate calls each, default 15"
-    )
-    parser.add_argument("--warmup", type=positive_int, default=2, help="untimed calls, default 2")
+    add_size_arguments(parser, _SIZES)
     add_jit_compile_argument(parser, "both models")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.set_defaults(func=run)
@@ -53,8 +56,8 @@ def add_parser(subparsers):
 
 
 def run(args):
-    apply_quick(args, _QUICK)
-    jit_modes = JIT_MODES[args.jit_compile]
+    resolve_sizes(args, {name: default for name, _, default, _ in _SIZES}, _QUICK)
+    jit_modes = JIT_MODES[args.jit_compile or "both"]
     dataset = synthetic_data(args)
     load_start = load_average()
     rows = [_measure(args, dataset, jit_compile) for jit_compile in jit_modes]

@@ -1,0 +1,119 @@
+"""`keras-kd bench` and `bench-ece` check every argument before any work, never let
+`--quick` override an explicit flag, and write their result files atomically."""
+
+import os
+
+import pytest
+
+from keras_kd.cli import _bench_common
+from keras_kd.cli import bench
+from keras_kd.cli import bench_ece
+from keras_kd.cli import build_parser
+from keras_kd.cli import main
+
+
+def _parse(*argv):
+    return build_parser().parse_args(list(argv))
+
+
+@pytest.fixture
+def no_measuring(monkeypatch):
+    """Fails the test if a benchmark would start measuring (build models, train)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the benchmark started although an argument was bad")
+
+    monkeypatch.setattr(bench, "_measure_backend", refuse)
+    monkeypatch.setattr(bench, "_run_in_subprocesses", refuse)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--temperature", "nan"),
+        ("--temperature", "inf"),
+        ("--temperature", "0"),
+        ("--temperature", "-2"),
+        ("--alpha", "1.5"),
+        ("--alpha", "nan"),
+        ("--samples", "0"),
+        ("--samples", "many"),
+        ("--teacher-units", "64,0"),
+        ("--backends", "tensorflow,torch"),
+        ("--backends", "jax,jax"),
+    ],
+)
+def test_bad_values_are_rejected_when_parsed(flag, value, capsys, no_measuring):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse("bench", flag, value)
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--json", "{missing}/bench.json"], "does not exist"),
+        (["--json", "{directory}"], "is a directory"),
+        (["--workload", "cnn", "--features", "64"], "--features does not apply"),
+        (["--workload", "mlp", "--image-size", "16"], "--image-size does not apply"),
+        (["--backends", "jax", "--jit-compile", "off"], "JAX backend"),
+    ],
+)
+def test_bad_combinations_and_output_paths_fail_before_any_work(
+    argv, message, tmp_path, capsys, no_measuring
+):
+    argv = [
+        part.format(missing=tmp_path / "missing", directory=tmp_path) for part in argv
+    ]
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_quick_never_overrides_an_explicit_flag():
+    args = _parse("bench", "--quick", "--samples", "300", "--teacher-units", "7,5")
+    bench._resolve(args)
+    assert args.samples == 300
+    assert args.teacher_units == (7, 5)
+    assert args.batch_size == bench._QUICK["mlp"]["batch_size"]  # the rest is quick's
+
+    args = _parse("bench", "--workload", "cnn", "--epochs", "9")
+    bench._resolve(args)
+    assert args.epochs == 9
+    assert args.samples == bench._WORKLOAD_SIZES["cnn"]["samples"]
+    assert args.features is None  # no MLP sizes leak into the CNN run
+
+    args = _parse("bench-ece", "--quick", "--samples", "512", "--repeats", "4")
+    defaults = {name: default for name, _, default, _ in bench_ece._SIZES}
+    _bench_common.resolve_sizes(args, defaults, bench_ece._QUICK)
+    assert (args.samples, args.repeats) == (512, 4)
+    assert args.warmup == bench_ece._QUICK["warmup"]
+
+
+def test_result_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "bench.json"
+    _bench_common.atomic_write_text(str(path), '{"old": 1}')
+    assert path.read_text() == '{"old": 1}'
+
+    def interrupted(source, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _bench_common.atomic_write_text(str(path), '{"new": 2}')
+    assert path.read_text() == '{"old": 1}'  # the previous file, intact
+    assert os.listdir(tmp_path) == ["bench.json"]  # no temporary file left behind
+
+
+def test_unwritable_directory_is_reported(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(ValueError, match="is not writable"):
+            _bench_common.check_output_file(str(locked / "bench.json"))
+    finally:
+        locked.chmod(0o700)
