@@ -37,7 +37,7 @@ from keras_kd.losses import VirtualTeacherLoss
 from keras_kd.metrics import BrierScore
 from keras_kd.metrics import ExpectedCalibrationError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:
