@@ -12,6 +12,10 @@ Schedules are callables of the epoch (0-based) or of the global step: `LinearWar
 Example, DKD's recipe (Zhao et al. 2022: the KD part warmed up linearly over 20
 epochs) with a temperature decay:
 
+    >>> distiller = keras_kd.Distiller(
+    ...     teacher, student, distillation_loss=keras_kd.DecoupledDistillationLoss())
+    >>> distiller.compile(
+    ...     "sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     >>> schedule = DistillationSchedule(
     ...     term_weights={"decoupled_distillation_loss": LinearWarmup(1.0, 20)},
     ...     temperature=LinearDecay(8.0, 4.0, 100),

@@ -50,7 +50,16 @@ def _missing(backend):
 
 
 def _environment(backend):
-    return {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # The checkout first on the path: the subprocess tests this tree's keras_kd, installed
+    # or not.
+    repository = str(Path(__file__).parent.parent)
+    python_path = os.pathsep.join(filter(None, [repository, os.environ.get("PYTHONPATH")]))
+    return {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": python_path,
+    }
 
 
 def _start(backend, arguments):

@@ -300,9 +300,13 @@ OTHER_BAD_INPUTS = [
              lambda: metrics.ExpectedCalibrationError(from_logits=True, binning="equal_mass",
                                                       num_fine_bins=10),
              "`num_fine_bins` must be >= `num_bins`"),
-    BadInput("predictions", "shape (2, 3, 4)", "expected_calibration_error",
+    # Token-level predictions (batch, sequence, K) are one prediction per position:
+    # their labels must have the positions' shape.
+    BadInput("labels", "shape (2,) for predictions of shape (2, 3, 4)",
+             "expected_calibration_error",
              lambda: calibration.expected_calibration_error(np.zeros((2, 3, 4)), [0, 1]),
-             "must have shape (N, K), (N, 1) or (N,)"),
+             "`labels` must have shape (2, 3) (one per position of predictions of shape "
+             "(2, 3, 4))"),
     BadInput("validation_data", "a generator without steps", "ECECallback",
              lambda: callbacks.ECECallback(iter([(X_ONE, LABELS)])), "pass `steps`"),
 ]

@@ -15,6 +15,7 @@ An example that cannot run here must say so with `# doctest: +SKIP` and a reason
 """
 
 import doctest
+import functools
 import importlib
 import pkgutil
 import re
@@ -82,6 +83,9 @@ def _user_namespace():
         return x, labels
 
     (x, y), (x_val, y_val), (x_test, y_test) = (features_and_labels() for _ in range(3))
+    val_logits = np.asarray(model(x_val))
+    distiller = keras_kd.Distiller(teacher, student)
+    distiller.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return {
         "keras": keras,
         "np": np,
@@ -98,8 +102,15 @@ def _user_namespace():
         "x_test": x_test,
         "y_test": y_test,
         # Held-out logits, as calibrators are fitted on and applied to.
-        "val_logits": np.asarray(model(x_val)),
+        "val_logits": val_logits,
         "test_logits": np.asarray(model(x_test)),
+        "logits": val_logits,
+        "labels": y_val,
+        "teacher_logits": np.asarray(teacher(x_val)),
+        "student_logits": np.asarray(student(x_val)),
+        "scaler": keras_kd.TemperatureScaling().fit(val_logits, y_val),
+        "distiller": distiller,
+        "functools": functools,
     }
 
 

@@ -49,7 +49,7 @@ def test_causal_lm_per_token_distillation_loss_falls(example, trained_teacher, t
     losses = history.history["distillation_loss"]
     assert losses[-1] < 0.8 * losses[0], losses
     # The soft term followed the compiled loss's per-real-token reduction.
-    assert distiller._distillation_loss.reduction == "mean_with_sample_weight"
+    assert distiller.distillation_terms["distillation_loss"].reduction == "mean_with_sample_weight"
 
     x, labels, mask = next(iter(data))
     preset = str(tmp_path / "student")

@@ -48,10 +48,12 @@ def save_all(output_dir, artifacts, summary, dataset, config, seed):
         figure.axes[1].set_ylim(0, highest)
         # The legend below the panels: inside, it covers the low-confidence bars.
         diagram = figure.axes[0]
-        handles, labels = diagram.get_legend_handles_labels()
-        diagram.get_legend().remove()
-        figure.legend(handles, labels, loc="outside lower center", ncols=len(labels),
-                      fontsize="small")
+        legend = diagram.get_legend()
+        if legend is not None:  # reliability_diagram may already place it outside
+            handles, labels = diagram.get_legend_handles_labels()
+            legend.remove()
+            figure.legend(handles, labels, loc="outside lower center", ncols=len(labels),
+                          fontsize="small")
         name = reliability_file(row)
         _save(figure, output_dir / name)
         pictures.append((name, f"reliability diagram of `{row}` on the test split, seed {seed} "

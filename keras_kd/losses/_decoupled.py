@@ -64,6 +64,10 @@ def decoupled_distillation_loss(
         Zhao et al. Decoupled Knowledge Distillation. CVPR 2022 (mdistiller,
         `mdistiller/distillers/DKD.py::dkd_loss`).
     """
+    # Array-likes (lists, NumPy) as tensors: the shape checks below read `.shape`.
+    labels = ops.convert_to_tensor(labels)
+    teacher_logits = ops.convert_to_tensor(teacher_logits)
+    student_logits = ops.convert_to_tensor(student_logits)
     teacher_logits, student_logits = _maybe_standardize(teacher_logits, student_logits, standardize)
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     student_logits = ops.cast(student_logits, "float32")

@@ -64,6 +64,8 @@ def dist_loss(
         Huang et al. Knowledge Distillation from A Stronger Teacher. NeurIPS 2022
         (`image_classification_sota/lib/models/losses/dist_kd.py`).
     """
+    teacher_logits = ops.convert_to_tensor(teacher_logits)
+    student_logits = ops.convert_to_tensor(student_logits)
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     if len(student_logits.shape) != 2:
         raise ValueError(

@@ -103,6 +103,9 @@ def distillation_loss(
         Agarwal et al. On-Policy Distillation of Language Models (GKD). ICLR 2024.
         Gu et al. MiniLLM: Knowledge Distillation of Large Language Models. ICLR 2024.
     """
+    # Array-likes (lists, NumPy) as tensors: the shape checks below read `.shape`.
+    teacher_logits = ops.convert_to_tensor(teacher_logits)
+    student_logits = ops.convert_to_tensor(student_logits)
     teacher_logits, student_logits = _maybe_standardize(teacher_logits, student_logits, standardize)
     check_same_shape(teacher_logits, student_logits, "teacher_logits", "student_logits")
     if _binary.is_binary_form(student_logits, output):
