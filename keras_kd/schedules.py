@@ -88,7 +88,9 @@ class DistillationSchedule(keras.callbacks.Callback):
     (`unit="step"`, t = the optimizer's step count), each given schedule is evaluated
     at t and assigned to the Distiller's property of the same name, which validates it
     (a schedule that leaves the valid range raises a `ValueError` naming the property)
-    and makes it effective at the next step without retracing.
+    and makes it effective at the next step without retracing. Under
+    `compile(steps_per_execution=n)` Keras runs n steps per call, so a step schedule
+    is applied every n steps (at t = 0, n, 2n, ...).
 
     Args:
         alpha: schedule for `Distiller.alpha` (values in [0, 1]), default None (fixed).
@@ -125,7 +127,6 @@ class DistillationSchedule(keras.callbacks.Callback):
             raise ValueError("DistillationSchedule needs at least one schedule; got none.")
         self.schedules = {name: s for name, s in schedules.items() if s is not None}
         self.term_weight_schedules = dict(term_weights or {})
-        self._step = 0
 
     def on_train_begin(self, logs=None):
         distiller = self.model
@@ -141,7 +142,6 @@ class DistillationSchedule(keras.callbacks.Callback):
                 f"`term_weights` schedules terms {sorted(unknown)}, but the Distiller's "
                 f"terms are {sorted(distiller.term_weights)}."
             )
-        self._step = int(keras.ops.convert_to_numpy(distiller.optimizer.iterations))
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.unit == "epoch":
@@ -149,8 +149,9 @@ class DistillationSchedule(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.unit == "step":
-            self._apply(self._step)
-            self._step += 1
+            # The optimizer's own count, not a count of calls: with
+            # `compile(steps_per_execution=n)` Keras calls this hook once per n steps.
+            self._apply(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
 
     def _apply(self, t):
         distiller = self.model

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+import keras_kd
 from keras_kd.cli import _experiments
 from keras_kd.cli import _plots
 from keras_kd.cli import _report
@@ -16,8 +17,9 @@ from keras_kd.cli import main
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PICTURES = [_plots.reliability_file(row) for row in _plots.RELIABILITY_ROWS]
 PICTURES += [_plots.BAR_CHART, _plots.PROJECTION]
+MODERN_ROWS = ("dkd", "dist", "kd_standardized")
 STUDENT_ROWS = ("student", "kd", "label_smoothing", "tfkd_reg", "tfkd_self", "de_kd",
-                "ls_teacher_kd", "fitnets")
+                "ls_teacher_kd", "fitnets") + MODERN_ROWS
 MLP_ROWS = tuple(f"mlp_{row}" for row in STUDENT_ROWS)
 TEACHER_ROWS = ("teacher", "re_kd")
 VERDICT_LINE = r"^- \*\*(reproduced|not reproduced|too noisy to tell)\*\*"
@@ -80,7 +82,7 @@ def test_quick_run_records_every_row_and_column_finite_and_in_range(quick_run):
     assert teacher > 2 * student
     # Distilled rows carry their teacher's numbers; the de_kd teacher is the poor one.
     by_row = {record["row"]: record for record in records}
-    for row in ("kd", "fitnets"):
+    for row in ("kd", "fitnets") + MODERN_ROWS + tuple(f"mlp_{row}" for row in MODERN_ROWS):
         assert by_row[row]["teacher_accuracy"] == by_row["teacher"]["accuracy"]
     for row in ("tfkd_self", "re_kd"):
         assert by_row[row]["teacher_accuracy"] == by_row["student"]["accuracy"]
@@ -297,6 +299,40 @@ def test_tuning_counts_only_the_grids_it_trains():
     assert notes["kd_temperature"]["how"] == "tuned in this run: x"
     assert "not tuned in this run" in notes["kd_alpha"]["how"]
     assert notes["teacher_free_temperature"]["how"] == "the paper's value, not tuned"
+    assert notes["dkd_nckd_weight"] == {"value": 8.0,
+                                        "how": "the authors' CIFAR-100 default, not tuned"}
+
+
+def test_modern_rows_use_the_authors_defaults_in_the_distillers_convention():
+    from keras_kd.cli import _config
+
+    config = _config.ReproduceConfig()
+    rows = {row.name: row for row in _experiments.ROW_TABLE}
+    # DKD: CE 1 + DKD 1 (alpha 1, beta 8, T 4) is alpha = 1 / (1 + 1) in the Distiller.
+    dkd = rows["dkd"].distillation(config, "student")
+    term = dkd["distillation_loss"]
+    assert isinstance(term, keras_kd.DecoupledDistillationLoss)
+    assert (term.temperature, term.alpha, term.beta, dkd["alpha"]) == (4.0, 1.0, 8.0, 0.5)
+    # Its warm-up: 20 of 240 epochs, counted in this run's optimizer steps.
+    schedule = rows["dkd"].schedule(config, total_steps=1875)
+    assert schedule.unit == "step"
+    warmup = schedule.term_weight_schedules["decoupled_distillation_loss"]
+    assert (warmup.value, warmup.warmup) == (1.0, round(1875 * 20 / 240))
+    # DIST: CE + 2 L (tau 4, beta = gamma = 1) is alpha = 2 / 3.
+    dist = rows["mlp_dist"].distillation(config, "mlp")
+    assert isinstance(dist["distillation_loss"], keras_kd.DISTLoss)
+    assert (dist["distillation_loss"].temperature, dist["distillation_loss"].beta,
+            dist["distillation_loss"].gamma) == (4.0, 1.0, 1.0)
+    assert dist["alpha"] == pytest.approx(2.0 / 3.0)
+    # Logit standardization: 0.1 CE + 9 KD at base T 2 is alpha = 9 / 9.1.
+    standardized = rows["kd_standardized"].distillation(config, "student")
+    assert standardized["distillation_loss"].standardize is True
+    assert standardized["distillation_loss"].temperature == 2.0
+    assert standardized["alpha"] == pytest.approx(9.0 / 9.1)
+    claimed = {(claim.model, claim.baseline) for claim in _report.CLAIMS}
+    for prefix in ("", "mlp_"):
+        for row in MODERN_ROWS:
+            assert (prefix + row, prefix + "kd") in claimed
 
 
 def test_progress_counts_models_and_estimates_the_time_left():

@@ -112,6 +112,21 @@ def test_step_schedule_on_alpha_with_a_keras_schedule():
     np.testing.assert_allclose(history.history["loss"][0], np.mean(losses), rtol=1e-5)
 
 
+def test_step_schedule_counts_optimizer_steps_under_steps_per_execution():
+    # Keras calls the batch hooks once per execution of 2 steps: t must still be the
+    # optimizer's step count (0, 2, 4, ...), not the number of calls (0, 1, 2, ...).
+    distiller = Distiller(make_mlp(1), make_mlp(2), temperature=3.0, alpha=0.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss=sparse_logits_loss(),
+                      steps_per_execution=2)
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: seen.append(distiller.alpha)
+    )
+    distiller.fit(X, Y, batch_size=8, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[DistillationSchedule(alpha=lambda t: 0.1 * t, unit="step"), record])
+    np.testing.assert_allclose(seen, [0.0, 0.2, 0.4, 0.6], atol=1e-7)
+
+
 def test_a_schedule_out_of_range_raises_before_training():
     distiller = Distiller(make_mlp(1), make_mlp(2), alpha=0.5)
     distiller.compile(optimizer="sgd", loss=sparse_logits_loss())

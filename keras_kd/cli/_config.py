@@ -99,6 +99,29 @@ class ReproduceConfig:
             mean squared error between the teacher's penultimate layer and a learned
             linear projection of the student's, in `fitnets`.
 
+    Modern logit-distillation rows (the authors' CIFAR-100 defaults, not tuned; their
+    losses `CE weight * CE + KD weight * L` become the Distiller's
+    `(1 - alpha) * CE + alpha * L` with `alpha = KD weight / (CE weight + KD weight)`,
+    the same objective up to a constant factor, which Adam's step ignores):
+        dkd_temperature, dkd_tckd_weight, dkd_nckd_weight: DKD's T, alpha and beta
+            (`DecoupledDistillationLoss`) for `dkd` rows; defaults 4.0, 1.0 and 8.0
+            (Zhao et al. 2022, mdistiller's CIFAR-100 config).
+        dkd_alpha: the Distiller's alpha of `dkd` rows, in [0, 1], default 0.5 (the
+            authors' CE weight 1 and DKD weight 1).
+        dkd_warmup_fraction: the share of training over which DKD's weight rises
+            linearly from 0 to 1, in [0, 1), default 20 / 240 (the authors' 20 of 240
+            epochs); applied every `steps_per_execution` steps.
+        dist_temperature, dist_beta, dist_gamma: DIST's tau and its inter- and
+            intra-class weights (`DISTLoss`) for `dist` rows; defaults 4.0, 1.0, 1.0
+            (Huang et al. 2022, CIFAR-100).
+        dist_alpha: the Distiller's alpha of `dist` rows, default 2 / 3 (the authors'
+            `CE + 2 L`).
+        standardized_temperature: the base T of `kd_standardized` rows (Hinton KD on
+            standardized logits, `DistillationLoss(standardize=True)`), default 2.0
+            (Sun et al. 2024).
+        standardized_alpha: their Distiller alpha, default 9 / 9.1 (the authors' CE
+            weight 0.1 and KD weight 9).
+
     Report:
         num_bins: equal-width bins of the ECE and the reliability diagrams, default 15
             (Guo et al. 2017).
@@ -150,6 +173,17 @@ class ReproduceConfig:
     teacher_free_alpha: float = 0.9
     poor_teacher_steps: int = 5
     hint_weight: float = 1.0
+    dkd_temperature: float = 4.0
+    dkd_tckd_weight: float = 1.0
+    dkd_nckd_weight: float = 8.0
+    dkd_alpha: float = 0.5
+    dkd_warmup_fraction: float = 20 / 240
+    dist_temperature: float = 4.0
+    dist_beta: float = 1.0
+    dist_gamma: float = 1.0
+    dist_alpha: float = 2 / 3
+    standardized_temperature: float = 2.0
+    standardized_alpha: float = 9 / 9.1
 
     num_bins: int = 15
     bootstrap_samples: int = 200
@@ -184,7 +218,8 @@ class ReproduceConfig:
             self.validation_fraction + self.test_fraction,
             "below 1",
         )
-        for name in ("kd_alpha", "mlp_kd_alpha", "tfkd_alpha", "teacher_free_alpha"):
+        for name in ("kd_alpha", "mlp_kd_alpha", "tfkd_alpha", "teacher_free_alpha",
+                     "dkd_alpha", "dist_alpha", "standardized_alpha"):
             value = getattr(self, name)
             _check(0.0 <= value <= 1.0, name, value, "a number in [0, 1]")
         _check(0.0 < self.tfkd_correct_prob < 1.0, "tfkd_correct_prob",
@@ -193,9 +228,14 @@ class ReproduceConfig:
                "a number in [0, 1)")
         _check(0.0 <= self.smoothing < 1.0, "smoothing", self.smoothing, "a number in [0, 1)")
         for name in ("learning_rate", "kd_temperature", "mlp_kd_temperature",
-                     "tfkd_temperature", "teacher_free_temperature"):
+                     "tfkd_temperature", "teacher_free_temperature", "dkd_temperature",
+                     "dist_temperature", "standardized_temperature"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a number > 0")
-        _check(self.hint_weight >= 0, "hint_weight", self.hint_weight, "a number >= 0")
+        for name in ("hint_weight", "dkd_tckd_weight", "dkd_nckd_weight", "dist_beta",
+                     "dist_gamma"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "a number >= 0")
+        _check(0.0 <= self.dkd_warmup_fraction < 1.0, "dkd_warmup_fraction",
+               self.dkd_warmup_fraction, "a number in [0, 1)")
         for name, valid, expected in (
             ("kd_temperature_grid", lambda value: value > 0, "numbers > 0"),
             ("kd_alpha_grid", lambda value: 0.0 <= value <= 1.0, "numbers in [0, 1]"),

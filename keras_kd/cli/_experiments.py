@@ -46,6 +46,9 @@ class Row:
     # The config key whose value is a number of optimizer steps to train for instead
     # of `config.epochs` (the poor De-KD teacher).
     steps: typing.Optional[str] = None
+    # `schedule(config, total_steps)`: a `keras_kd.schedules.DistillationSchedule` for
+    # the distillation's `fit` (DKD's warm-up), or None.
+    schedule: typing.Optional[typing.Callable] = None
 
 
 def _hard_labels(config):
@@ -88,6 +91,59 @@ def _fitnets(config, architecture):
     return {**_hinton(config, architecture), "feature_pairs": [hint]}
 
 
+def _decoupled(config, architecture):
+    return {
+        "distillation_loss": keras_kd.DecoupledDistillationLoss(
+            temperature=config.dkd_temperature, alpha=config.dkd_tckd_weight,
+            beta=config.dkd_nckd_weight),
+        "alpha": config.dkd_alpha,
+    }
+
+
+def _decoupled_warmup(config, total_steps):
+    # The authors' warm-up is by epoch (20 of 240); every row here trains its epochs
+    # in one Keras epoch, so the same share of training is counted in optimizer steps.
+    warmup_steps = max(1, round(config.dkd_warmup_fraction * total_steps))
+    return keras_kd.schedules.DistillationSchedule(
+        term_weights={"decoupled_distillation_loss": keras_kd.schedules.LinearWarmup(
+            1.0, warmup_steps)},
+        unit="step",
+    )
+
+
+def _dist(config, architecture):
+    return {
+        "distillation_loss": keras_kd.DISTLoss(
+            temperature=config.dist_temperature, beta=config.dist_beta,
+            gamma=config.dist_gamma),
+        "alpha": config.dist_alpha,
+    }
+
+
+def _standardized(config, architecture):
+    return {
+        "distillation_loss": keras_kd.DistillationLoss(
+            config.standardized_temperature, standardize=True),
+        "alpha": config.standardized_alpha,
+    }
+
+
+def _modern_rows(prefix, architecture, label):
+    """DKD, DIST and KD on standardized logits for one student architecture, each with
+    the authors' CIFAR-100 hyperparameters (see `_config.ReproduceConfig`)."""
+    return (
+        Row(f"{prefix}dkd", architecture, f"{label} distilled from `teacher` with decoupled "
+            "KD and its warm-up, DKD (Zhao et al. 2022)", teacher="teacher",
+            distillation=_decoupled, schedule=_decoupled_warmup),
+        Row(f"{prefix}dist", architecture, f"{label} distilled from `teacher` with DIST's "
+            "Pearson-correlation relations (Huang et al. 2022)", teacher="teacher",
+            distillation=_dist),
+        Row(f"{prefix}kd_standardized", architecture, f"{label} distilled from `teacher` "
+            "with KD on standardized logits (Sun et al. 2024)", teacher="teacher",
+            distillation=_standardized),
+    )
+
+
 def _student_rows(prefix, architecture, label):
     """The student rows for one student architecture; `prefix` names its rows."""
     scratch = f"{prefix}student"
@@ -119,12 +175,7 @@ _MLP = "MLP student (capacity gap)"
 
 # The row table. Row names are read by other tools from results.json: keep them.
 # A new distillation term is one entry (and, for its finding, one `_report.CLAIMS`
-# entry), e.g. after the modern-losses merge:
-#   Row("dkd", "student", "thin CNN student, decoupled KD (Zhao et al. 2022)",
-#       teacher="teacher", distillation=lambda config, architecture: {
-#           "distillation_loss": keras_kd.DecoupledDistillationLoss(
-#               temperature=4.0, alpha=1.0, beta=8.0),
-#           "alpha": kd_hyperparameters(config, architecture)[1]}),
+# entry), as the modern rows below.
 ROW_TABLE = (
     Row("teacher", "teacher", "CNN teacher, hard labels", loss=_hard_labels),
     *_student_rows("", "student", _MAIN),
@@ -132,8 +183,9 @@ ROW_TABLE = (
         "(`student`), Re-KD (Yuan et al. 2020)", teacher="student",
         distillation=_teacher_free),
     *_student_rows("mlp_", "mlp", _MLP),
-    # --- MODERN DISTILLATION ROWS (lead: add `dkd`, `dist`, `kd_standardized` here,
-    # --- and their `mlp_` twins, one Row each as in the example above) ---
+    # Modern logit distillation, after the older rows so that their order is kept.
+    *_modern_rows("", "student", _MAIN),
+    *_modern_rows("mlp_", "mlp", _MLP),
 )
 ROWS = tuple(row.name for row in ROW_TABLE)
 ROW_DESCRIPTIONS = {row.name: row.description for row in ROW_TABLE}
@@ -302,7 +354,17 @@ def provenance_of_defaults(config, fixed, tuned_provenance):
         notes[key] = "set explicitly (--set)" if key in fixed else "the paper's value, not tuned"
     notes["hint_weight"] = ("set explicitly (--set)" if "hint_weight" in fixed
                             else "fixed (FitNets trains its hint in a separate stage), not tuned")
+    for key in _MODERN_KEYS:
+        notes[key] = ("set explicitly (--set)" if key in fixed
+                      else "the authors' CIFAR-100 default, not tuned")
     return {key: {"value": getattr(config, key), "how": note} for key, note in notes.items()}
+
+
+# The modern rows' hyperparameters: the authors' defaults (the Distiller alphas translated
+# from their CE and KD weights; see `_config.ReproduceConfig`).
+_MODERN_KEYS = ("dkd_temperature", "dkd_tckd_weight", "dkd_nckd_weight", "dkd_alpha",
+                "dkd_warmup_fraction", "dist_temperature", "dist_beta", "dist_gamma",
+                "dist_alpha", "standardized_temperature", "standardized_alpha")
 
 
 def _best(scores):
@@ -370,8 +432,10 @@ class _SeedRunner:
         if name not in self.models:
             row = _BY_NAME[name]
             if row.teacher:
+                schedule = row.schedule(self.config, self._total_steps()) if row.schedule else None
                 model, seconds = self.distil(self.model(row.teacher), row.architecture,
-                                             row.distillation(self.config, row.architecture))
+                                             row.distillation(self.config, row.architecture),
+                                             schedule)
             else:
                 steps = getattr(self.config, row.steps) if row.steps else None
                 model, seconds = self.train(row.architecture, row.loss(self.config), steps)
@@ -397,17 +461,21 @@ class _SeedRunner:
             return self.config.student_shift_pixels
         return self.config.teacher_shift_pixels
 
+    def _total_steps(self):
+        """Optimizer steps of a fully trained model (`config.epochs` epochs)."""
+        config = self.config
+        return math.ceil(len(self.dataset.y_train) * config.epochs / config.batch_size)
+
     def _optimizer(self):
         # Cosine decay to 0 over the whole run: the last epochs at a small step size
         # make the final weights, hence the rows' comparison, much less noisy.
-        config = self.config
-        total_steps = math.ceil(len(self.dataset.y_train) * config.epochs / config.batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
+        schedule = keras.optimizers.schedules.CosineDecay(self.config.learning_rate,
+                                                          self._total_steps())
         return keras.optimizers.Adam(learning_rate=schedule)
 
-    def _fit(self, model, shift_pixels, steps=None):
+    def _fit(self, model, shift_pixels, steps=None, callbacks=()):
         """Trains for `config.epochs` epochs, or for `steps` batches only, on inputs
-        randomly translated by up to `shift_pixels`."""
+        randomly translated by up to `shift_pixels`, with `callbacks`."""
         import tensorflow as tf
 
         config = self.config
@@ -424,7 +492,8 @@ class _SeedRunner:
         if steps:
             batches = batches.take(steps)
         start = time.perf_counter()
-        model.fit(batches, epochs=1, shuffle=False, verbose=self.verbose)
+        model.fit(batches, epochs=1, shuffle=False, verbose=self.verbose,
+                  callbacks=list(callbacks))
         return time.perf_counter() - start
 
     def train(self, architecture, loss, steps=None):
@@ -434,8 +503,9 @@ class _SeedRunner:
                       steps_per_execution=_STEPS_PER_EXECUTION)
         return model, self._fit(model, self._shift_pixels(architecture), steps)
 
-    def distil(self, teacher, architecture, distiller_kwargs):
-        """A model of `architecture` distilled from `teacher`; (model, seconds)."""
+    def distil(self, teacher, architecture, distiller_kwargs, schedule=None):
+        """A model of `architecture` distilled from `teacher`, with the `schedule`
+        callback (or None) during `fit`; (model, seconds)."""
         student = self._build(architecture, name="distilled")
         distiller = keras_kd.Distiller(teacher=teacher, student=student, **distiller_kwargs)
         distiller.compile(
@@ -443,7 +513,8 @@ class _SeedRunner:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             steps_per_execution=_STEPS_PER_EXECUTION,
         )
-        return student, self._fit(distiller, self._shift_pixels(architecture))
+        return student, self._fit(distiller, self._shift_pixels(architecture),
+                                  callbacks=[schedule] if schedule else ())
 
     def validation_score(self, model):
         """(validation accuracy, validation NLL): what the tuning grid compares."""

@@ -40,20 +40,20 @@ def save_all(output_dir, artifacts, summary, dataset, config, seed):
         )
         for row in RELIABILITY_ROWS
     }
-    # The same count axis on every diagram, so their histograms compare at a glance.
-    highest = max(figure.axes[1].get_ylim()[1] for figure in figures.values())
+    # The same count axis on every diagram, so their histograms compare at a glance:
+    # log-scaled on all when the library log-scaled one (a confident model's top bin
+    # dwarfs the others), whose lower limit is then positive. The library puts the
+    # legend above the panels, where it covers no bar.
+    count_axes = [figure.axes[1] for figure in figures.values()]
+    if any(ax.get_yscale() == "log" for ax in count_axes):
+        for ax in count_axes:
+            ax.set_yscale("log")
+    lowest = min(ax.get_ylim()[0] for ax in count_axes)
+    highest = max(ax.get_ylim()[1] for ax in count_axes)
     for row, figure in figures.items():
         # Wide enough for the longest row name plus the ECE in the title.
         figure.set_size_inches(6.0, 6.0)
-        figure.axes[1].set_ylim(0, highest)
-        # The legend below the panels: inside, it covers the low-confidence bars.
-        diagram = figure.axes[0]
-        legend = diagram.get_legend()
-        if legend is not None:  # reliability_diagram may already place it outside
-            handles, labels = diagram.get_legend_handles_labels()
-            legend.remove()
-            figure.legend(handles, labels, loc="outside lower center", ncols=len(labels),
-                          fontsize="small")
+        figure.axes[1].set_ylim(lowest, highest)
         name = reliability_file(row)
         _save(figure, output_dir / name)
         pictures.append((name, f"reliability diagram of `{row}` on the test split, seed {seed} "

@@ -3,11 +3,12 @@
 On MNIST-1D (generated locally), trains for each seed a CNN teacher and two students
 (a thinner CNN, and an MLP far below the teacher), each from scratch and under
 Hinton's KD, label smoothing, teacher-free KD (virtual teacher, born-again),
-defective KD, KD from a label-smoothed teacher and FitNets hints, plus reversed KD
-into the teacher's architecture. KD's T and alpha and the smoothing eps are chosen
-on the validation split first. Measures test accuracy, NLL, ECE and ECE after
-temperature scaling; decides each paper's claim from 95 % intervals over seeds and
-test examples; writes results.json, results.md and PNGs to --output.
+defective KD, KD from a label-smoothed teacher, FitNets hints, DKD, DIST and KD on
+standardized logits, plus reversed KD into the teacher's architecture. KD's T and
+alpha and the smoothing eps are chosen on the validation split first. Measures test
+accuracy, NLL, ECE and ECE after temperature scaling; decides each paper's claim from
+95 % intervals over seeds and test examples; writes results.json, results.md and PNGs
+to --output.
 
     keras-kd reproduce                          # MNIST-1D, 3 seeds, offline
     keras-kd reproduce --quick                  # 1 seed, few epochs: a first look
