@@ -5,10 +5,8 @@ built, so a bad value or an unwritable `--json` never costs a benchmark run.
 """
 
 import argparse
-import contextlib
 import math
 import os
-import tempfile
 
 JIT_MODES = {"off": (False,), "on": (True,), "both": (False, True)}
 
@@ -86,56 +84,6 @@ def resolve_sizes(args, defaults, quick):
         if getattr(args, name, None) is None:
             setattr(args, name, quick.get(name, default) if args.quick else default)
     return args
-
-
-# --- output files (a private copy of what keras_kd/cli/_io.py offers; to be deduplicated)
-
-
-def check_output_file(path, flag="--json"):
-    """Checks that file `path` can be written, creating nothing: its directory exists
-    and is writable, and `path` is not a directory.
-
-    Raises:
-        ValueError: naming `flag`, what is wrong and what to do.
-    """
-    if os.path.isdir(path):
-        raise ValueError(f"{flag} {path!r} is a directory; give a file name.")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(
-            f"{flag} {path!r}: directory {directory!r} does not exist; create it or give "
-            "another path."
-        )
-    try:
-        # os.access is unreliable (root, ACLs, read-only mounts): try the real thing.
-        handle, probe = tempfile.mkstemp(prefix=".keras-kd-write-check.", dir=directory)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise ValueError(
-            f"{flag} {path!r}: directory {directory!r} is not writable "
-            f"({error.strerror or error})."
-        ) from None
-    return path
-
-
-def atomic_write_text(path, text):
-    """Writes `text` to `path` through a temporary file in the same directory and
-    `os.replace`, so an interrupted run leaves the previous file or the whole new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 # --- models, data, machine --------------------------------------------------------------

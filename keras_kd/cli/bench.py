@@ -30,10 +30,10 @@ import threading
 import time
 
 from keras_kd.cli._bench_common import JIT_MODES
+from keras_kd.cli._io import atomic_write_text
+from keras_kd.cli._io import check_output_file
 from keras_kd.cli._bench_common import add_jit_compile_argument
 from keras_kd.cli._bench_common import add_size_arguments
-from keras_kd.cli._bench_common import atomic_write_text
-from keras_kd.cli._bench_common import check_output_file
 from keras_kd.cli._bench_common import load_average
 from keras_kd.cli._bench_common import mlp
 from keras_kd.cli._bench_common import positive_float

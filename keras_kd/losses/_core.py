@@ -135,9 +135,9 @@ def check_teacher_logits(teacher_logits, output="softmax", name="teacher_logits"
     its first batch before training.
     """
     hint = (
-        f"Pass logits: take `keras.ops.log(p)` of softmax probabilities (exact: it has the "
-        f"same tempered softmax), `log(p) - log(1 - p)` of sigmoid ones, or build the "
-        f"teacher's last layer with activation=None."
+        "Pass logits: take `keras.ops.log(p)` of softmax probabilities (exact: it has the "
+        "same tempered softmax), `log(p) - log(1 - p)` of sigmoid ones, or build the "
+        "teacher's last layer with activation=None."
     )
     values = _validation.eager_values(teacher_logits)
     if values is not None:
