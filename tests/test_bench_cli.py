@@ -6,6 +6,7 @@ import os
 import pytest
 
 from keras_kd.cli import _bench_common
+from keras_kd.cli import _io
 from keras_kd.cli import bench
 from keras_kd.cli import bench_ece
 from keras_kd.cli import build_parser
@@ -93,7 +94,7 @@ def test_quick_never_overrides_an_explicit_flag():
 
 def test_result_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "bench.json"
-    _bench_common.atomic_write_text(str(path), '{"old": 1}')
+    _io.atomic_write_text(str(path), '{"old": 1}')
     assert path.read_text() == '{"old": 1}'
 
     def interrupted(source, target):
@@ -101,7 +102,7 @@ def test_result_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _bench_common.atomic_write_text(str(path), '{"new": 2}')
+        _io.atomic_write_text(str(path), '{"new": 2}')
     assert path.read_text() == '{"old": 1}'  # the previous file, intact
     assert os.listdir(tmp_path) == ["bench.json"]  # no temporary file left behind
 
@@ -114,6 +115,6 @@ def test_unwritable_directory_is_reported(tmp_path):
         if os.access(locked, os.W_OK):  # root ignores permissions
             pytest.skip("running as a user who can write anywhere")
         with pytest.raises(ValueError, match="is not writable"):
-            _bench_common.check_output_file(str(locked / "bench.json"))
+            _io.check_output_file(str(locked / "bench.json"))
     finally:
         locked.chmod(0o700)
