@@ -39,6 +39,15 @@ _INDEX_FILE = "batches.npz"
 _METADATA_FILE = "metadata.json"
 
 
+# What a top-k cache on disk must have been made with (see teacher_cache._check_metadata).
+_METADATA_FIELDS = (
+    ("format", "file format"),
+    ("top_k", "top_k"),
+    ("teacher_weights_sha256", "teacher weights"),
+    ("dtype", "dtype"),
+)
+
+
 class _TopKCache:
     """Top-k values, indices and tail logits of all positions, batch ends and hashes."""
 
@@ -230,18 +239,9 @@ def _load(path, expected):
             f"`path`={path!r} exists but is not a keras_kd top-k teacher cache ({error}). "
             "Delete it or name another path."
         ) from error
-    for field, what in (
-        ("format", "file format"),
-        ("top_k", "top_k"),
-        ("teacher_weights_sha256", "teacher weights"),
-        ("dtype", "dtype"),
-    ):
-        if metadata.get(field) != expected[field]:
-            raise ValueError(
-                f"The cache {path!r} was made with another {what} ({field}="
-                f"{metadata.get(field)!r}, now {expected[field]!r}): its logits do not "
-                "belong to this call. Delete it or name another path."
-            )
+    from keras_kd import teacher_cache  # imported here, as in cache_teacher_topk
+
+    teacher_cache._check_metadata(path, metadata, expected, _METADATA_FIELDS)
     return _TopKCache(values, indices, tail_logits, batch_ends, fingerprints)
 
 

@@ -551,16 +551,20 @@ class _StaleCacheError(ValueError):
     """A readable cache made by another teacher, dtype or format."""
 
 
-def _check_metadata(path, metadata, expected):
-    for field, what in (
-        ("format", "file format"),
-        ("num_members", "number of teachers"),
-        ("teacher_weights_sha256", "teacher weights"),
-        ("dtype", "dtype"),
-    ):
+_METADATA_FIELDS = (
+    ("format", "file format"),
+    ("num_members", "number of teachers"),
+    ("teacher_weights_sha256", "teacher weights"),
+    ("dtype", "dtype"),
+)
+
+
+def _check_metadata(path, metadata, expected, fields=_METADATA_FIELDS):
+    """Raises `_StaleCacheError` when a cache on disk was made for another call."""
+    for field, what in fields:
         if metadata.get(field) != expected[field]:
             raise _StaleCacheError(
                 f"The cache {path!r} was made with another {what} ({field}="
                 f"{metadata.get(field)!r}, now {expected[field]!r}): its logits do not "
-                "belong to this call. Delete it or name another file."
+                "belong to this call. Delete it or name another path."
             )

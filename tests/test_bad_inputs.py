@@ -1,8 +1,8 @@
 """Every bad input gets a ValueError naming the argument and the value it got.
 
 `BAD_INPUTS` is the table the README shows (argument | bad value | error): each row
-is one parametrized test, and `markdown_table()` renders the same rows, so the docs
-cannot drift from what is tested. Further tests check that a rejected call leaves
+is one parametrized test, and the docs' bad-input page is rendered from the same rows
+(`docs/hooks/bad_inputs.py`), so the docs cannot drift from what is tested. Further tests check that a rejected call leaves
 nothing half-written: no frozen teacher, no trained step, no fitted temperature.
 """
 
@@ -957,26 +957,6 @@ def test_every_row_names_its_argument():
         assert any(
             name.lower() in row.error.lower() or name.split("[")[0] in row.error for name in named
         ), row
-
-
-def markdown_table():
-    """The rows above as the README's markdown table: rows that differ only in the
-    bad value are merged, with `<value>` standing for it in the message."""
-    merged = {}
-    for row in BAD_INPUTS:
-        error = row.error.replace(f"got {row.bad_value}", "got <value>")
-        values, entries = merged.setdefault((row.argument, error), ([], []))
-        for item, seen in ((row.bad_value, values), (row.entry, entries)):
-            if item not in seen:
-                seen.append(item)
-    lines = [
-        "| argument | bad value | where | error message (contains) |",
-        "|---|---|---|---|",
-    ]
-    for (argument, error), (values, entries) in merged.items():
-        where = ", ".join(f"`{entry}`" for entry in entries)
-        lines.append(f"| `{argument}` | {', '.join(values)} | {where} | {error} |")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------

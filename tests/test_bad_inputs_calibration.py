@@ -3,7 +3,7 @@ input gives the right number (issue 11, sections 1, 2 and 4).
 
 Two tables with the row structure of `tests/test_bad_inputs.py` (argument, bad value,
 entry, call, then the error fragment or the expected number), so the docs' bad-input
-table can be generated from both (`markdown_table()` here, as there). Expected
+table is generated from both (`docs/hooks/bad_inputs.py`). Expected
 numbers come from NumPy written in this file (float64) or from Keras' own losses.
 """
 
@@ -466,21 +466,6 @@ def test_unusual_input_gives_the_reference_value(row):
 
 def test_table_sizes():
     assert len(BAD_INPUTS) + len(RIGHT_VALUES) >= 100
-
-
-def markdown_table():
-    """Both tables as Markdown rows, as `tests/test_bad_inputs.markdown_table` does."""
-    lines = [
-        "| argument | input | where | result |",
-        "|---|---|---|---|",
-    ]
-    for row in BAD_INPUTS:
-        lines.append(f"| `{row.argument}` | {row.bad_value} | `{row.entry}` | "
-                     f"ValueError: {row.error} |")
-    for row in RIGHT_VALUES:
-        lines.append(f"| `{row.argument}` | {row.bad_value} | `{row.entry}` | "
-                     f"the reference value |")
-    return "\n".join(lines)
 
 
 # -- Diverged models during fit ------------------------------------------------------

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from keras_kd import calibration
+
 # Two-sided 97.5 % quantiles of Student's t for 1..10 degrees of freedom.
 _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 _Z_975 = 1.959964
@@ -45,20 +47,17 @@ def binned_ece(confidence, correct, num_bins, weights=None):
     return np.abs(gaps).sum(axis=-1) / weights.sum(axis=-1)
 
 
-# LEAD: the `calib` helper adds a public noise-floor function to keras_kd.calibration;
-# once merged, check it against this one (tests/test_reproduce.py) and call it here.
 def noise_floor(logits, num_bins, seed, draws=200):
     """The expected ECE of a perfectly calibrated model with these confidences.
 
     Each draw makes the top class right with probability equal to its confidence
     (perfect calibration); the binned ECE of such labels is still > 0 on a finite
     test set. An observed ECE near this floor leaves nothing for a calibration
-    method to remove.
+    method to remove. The library's `perfectly_calibrated_ece` is the one source.
     """
-    confidence, _ = top_label(logits)
-    rng = np.random.default_rng(seed)
-    correct = rng.random((draws, confidence.size)) < confidence
-    return float(binned_ece(confidence, correct, num_bins).mean())
+    return calibration.perfectly_calibrated_ece(
+        logits, num_bins=num_bins, from_logits=True, num_draws=draws, seed=seed
+    )
 
 
 def bootstrap_counts(num_examples, samples, seed):
