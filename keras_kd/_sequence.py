@@ -121,19 +121,37 @@ def check_preprocessed(x, models):
 
 
 def _holds_strings(x):
-    import numpy as np
-    import tensorflow as tf
+    import sys
 
+    import numpy as np
+
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        # TensorFlow not loaded (JAX or PyTorch): `x` holds no tf tensor or dataset, and
+        # importing it here would claim GPU memory beside the other framework.
+        return any(_is_string_array(leaf, np) for leaf in _leaves(x))
     if isinstance(x, tf.data.Dataset):
         return any(
             getattr(spec, "dtype", None) == tf.string for spec in tf.nest.flatten(x.element_spec)
         )
-    for leaf in tf.nest.flatten(x):
-        if isinstance(leaf, (str, bytes)) or (tf.is_tensor(leaf) and leaf.dtype == tf.string):
-            return True
-        if isinstance(leaf, np.ndarray) and (
-            leaf.dtype.kind in "US"
-            or (leaf.dtype.kind == "O" and leaf.size and isinstance(leaf.flat[0], (str, bytes)))
-        ):
-            return True
-    return False
+    return any(
+        _is_string_array(leaf, np) or (tf.is_tensor(leaf) and leaf.dtype == tf.string)
+        for leaf in tf.nest.flatten(x)
+    )
+
+
+def _leaves(x):
+    if isinstance(x, dict):
+        return [leaf for value in x.values() for leaf in _leaves(value)]
+    if isinstance(x, (list, tuple)):
+        return [leaf for value in x for leaf in _leaves(value)]
+    return [x]
+
+
+def _is_string_array(leaf, np):
+    if isinstance(leaf, (str, bytes)):
+        return True
+    return isinstance(leaf, np.ndarray) and (
+        leaf.dtype.kind in "US"
+        or (leaf.dtype.kind == "O" and leaf.size > 0 and isinstance(leaf.flat[0], (str, bytes)))
+    )
