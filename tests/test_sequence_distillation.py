@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_kd
 from keras_kd import Distiller
 
 SEQUENCE, VOCABULARY, NUM_CLASSES = 6, 13, 11
@@ -204,3 +205,32 @@ def test_ece_callback_honours_a_token_mask(reference_calibration_error):
     probs = np.exp(np_log_softmax(keras.ops.convert_to_numpy(model(x))))
     expected = reference_calibration_error(probs, labels, 10, sample_weight=mask)
     np.testing.assert_allclose(history.history["val_ece"][0], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_reliability_diagrams_of_token_logits_honour_the_padding_mask(tmp_path):
+    """(batch, sequence, K) logits with a (batch, sequence) mask: the diagram (from the
+    function and from `ECECallback`) is that of the real tokens alone."""
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(3)
+    batch, sequence, classes = 6, 5, 4
+    logits = rng.normal(scale=3.0, size=(batch, sequence, classes)).astype("float32")
+    labels = rng.integers(0, classes, (batch, sequence))
+    mask = (rng.random((batch, sequence)) > 0.4).astype("float32")
+    real = mask.reshape(-1) > 0
+    masked_ece = keras_kd.expected_calibration_error(
+        logits, labels, from_logits=True, sample_weight=mask
+    )
+    real_only_ece = keras_kd.expected_calibration_error(
+        logits.reshape(-1, classes)[real], labels.reshape(-1)[real], from_logits=True
+    )
+    assert masked_ece == pytest.approx(real_only_ece, abs=1e-12)
+    figure = keras_kd.reliability_diagram(logits, labels, from_logits=True, sample_weight=mask)
+    assert f"ECE = {real_only_ece:.4f}" in figure.axes[0].get_title()
+    # The callback draws the same diagram from the validation data it streams.
+    inputs = keras.Input((sequence, 3))
+    model = keras.Model(inputs, keras.layers.Dense(classes)(inputs))
+    model.compile("sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = rng.normal(size=(batch, sequence, 3)).astype("float32")
+    callback = keras_kd.ECECallback((x, labels, mask), from_logits=True, diagram_dir=tmp_path)
+    model.fit(x, labels, sample_weight=mask, epochs=1, verbose=0, callbacks=[callback])
+    assert [path.name for path in tmp_path.iterdir()] == ["reliability_final.png"]

@@ -15,6 +15,8 @@ differently from another:
 - `-inf` logits (masked classes) are valid, as in Keras' own cross-entropy.
 """
 
+import math
+
 import numpy as np
 from keras import ops
 
@@ -182,7 +184,7 @@ def flatten_positions(predictions, labels, sample_weight=None):
         if value is None:
             return None
         array = np.asarray(ops.convert_to_numpy(value))
-        if array.shape in (positions, positions + (1,)):
+        if array.shape in (positions, positions + (1,), (math.prod(positions),)):
             return array.reshape(-1)
         if array.shape == predictions.shape:
             return array.reshape(-1, predictions.shape[-1])
