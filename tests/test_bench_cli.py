@@ -1,6 +1,8 @@
 """`keras-kd bench` and `bench-ece` check every argument before any work, never let
 `--quick` override an explicit flag, and write their result files atomically."""
 
+import json
+import math
 import os
 
 import pytest
@@ -42,6 +44,7 @@ def no_measuring(monkeypatch):
         ("--teacher-units", "64,0"),
         ("--backends", "tensorflow,torch"),
         ("--backends", "jax,jax"),
+        ("--terms", "teacher"),
     ],
 )
 def test_bad_values_are_rejected_when_parsed(flag, value, capsys, no_measuring):
@@ -59,6 +62,7 @@ def test_bad_values_are_rejected_when_parsed(flag, value, capsys, no_measuring):
         (["--workload", "cnn", "--features", "64"], "--features does not apply"),
         (["--workload", "mlp", "--image-size", "16"], "--image-size does not apply"),
         (["--backends", "jax", "--jit-compile", "off"], "JAX backend"),
+        (["--terms", "--classes", "2"], "needs at least 3 classes"),
     ],
 )
 def test_bad_combinations_and_output_paths_fail_before_any_work(
@@ -118,3 +122,30 @@ def test_unwritable_directory_is_reported(tmp_path):
             _io.check_output_file(str(locked / "bench.json"))
     finally:
         locked.chmod(0o700)
+
+
+def test_terms_flag_alone_times_the_terms_from_cached_logits():
+    assert _parse("bench").terms is None  # the default run is unchanged
+    assert _parse("bench", "--terms").terms == "cached"
+    args = _parse("bench", "--terms", "both", "--quick")
+    bench._resolve(args)
+    assert args.terms == "both"
+    argv = bench._child_argv(args, "jax")  # each backend's subprocess times them too
+    assert argv[argv.index("--terms") + 1] == "both"
+
+
+def test_quick_terms_run_reports_a_finite_positive_ratio_for_every_term(tmp_path):
+    path = tmp_path / "terms.json"
+    argv = ["bench", "--quick", "--jit-compile", "off", "--epochs", "1", "--samples", "256",
+            "--terms", "both", "--json", str(path)]
+    assert main(argv) == 0
+    (run,) = json.loads(path.read_text())["runs"]
+    others = ["kd_standardized", "dkd", "dist", "kd_reverse_kl", "kd_jsd"]
+    assert list(run["terms"]) == ["cached", "live"]
+    for section in run["terms"].values():
+        assert list(section["seconds"]) == ["kd", *others]
+        for kind in ("ratios", "cpu_ratios"):
+            assert list(section[kind]) == [f"{name} / kd" for name in others]
+            assert all(math.isfinite(r) and r > 0 for r in section[kind].values())
+    # The term contenders stay out of the existing figures.
+    assert not any("dkd" in name for name in run["seconds"])

@@ -12,11 +12,15 @@ loss=keras.losses.KLDivergence())` (its correct configuration) on the same model
 data, and `evaluate` of both distillers and the student. Each round times every
 contender's epoch once, in a rotating order, so a shared machine's load hits all
 alike; the figures are medians over the timed rounds. `--backends tensorflow,jax`
-measures each backend in its own subprocess (`KERAS_BACKEND`).
+measures each backend in its own subprocess (`KERAS_BACKEND`). `--terms` also times
+`keras_kd.Distiller.fit` with each distillation term (standardized KD, DKD, DIST,
+reverse KL, JSD) against Hinton's `DistillationLoss`, from cached teacher logits by
+default, so that the teacher's forward does not hide the term's own cost.
 
     keras-kd bench                                  # MLP, jit_compile off and on
     keras-kd bench --workload cnn --backends tensorflow,jax
     keras-kd bench --quick --json bench.json        # a smoke run, figures to a file
+    keras-kd bench --terms                          # + each term's cost against KD
 """
 
 import json
@@ -49,6 +53,11 @@ _GOALS = {
     "keras_kd_cached / student_fit": 1.05,
 }
 _BACKENDS = ("tensorflow", "jax")
+# `--terms`: which teacher logits the term comparison trains on. "cached" (the default
+# when the flag is given) isolates the term; "live" adds the teacher's forward to
+# every contender alike, as a user distilling live pays it.
+_TERM_TEACHERS = {"cached": ("cached",), "live": ("live",), "both": ("cached", "live")}
+_REFERENCE_TERM = "kd"
 _CHILD_TIMEOUT_SECONDS = 4 * 3600  # a hard stop for one backend's subprocess
 
 
@@ -137,6 +146,13 @@ def add_parser(subparsers):
         "--quick", action="store_true",
         help="small sizes and 2 rounds (flags given explicitly are kept): a smoke run",
     )
+    parser.add_argument(
+        "--terms", choices=tuple(_TERM_TEACHERS), nargs="?", const="cached", default=None,
+        help="also time Distiller.fit with each distillation term (kd_standardized, dkd, "
+        "dist, kd_reverse_kl, kd_jsd) against Hinton's KD (kd): from cached teacher "
+        "logits (the default when the flag is given alone: the term's own cost), with "
+        "the live teacher, or both; needs --classes >= 3 (DKD)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
     parser.set_defaults(func=run)
     return parser
@@ -169,6 +185,11 @@ def _resolve(args):
     if getattr(args, unused) is not None:
         raise ValueError(f"--{unused.replace('_', '-')} does not apply to --workload "
                          f"{args.workload}.")
+    if args.terms is not None and args.classes < 3:
+        raise ValueError(
+            f"--terms times DKD, whose non-target term needs at least 3 classes; got "
+            f"--classes {args.classes}. Use --classes 3 or more, or leave out --terms."
+        )
     if args.backends is None:
         args.backends = (_current_backend(),)
     if args.jit_compile is None:
@@ -299,7 +320,7 @@ def _measure_all(args, teacher, arrays, jit_compile):
     }
     wall, cpu = _interleaved(passes, args, label)
     wall["cache"], cpu["cache"] = cache_seconds
-    return {
+    figures = {
         "backend": keras.backend.backend(),
         "jit_compile": jit_compile,
         "seconds": wall,
@@ -307,6 +328,73 @@ def _measure_all(args, teacher, arrays, jit_compile):
         "cpu_seconds": cpu,
         "cpu_ratios": _ratios(cpu),
         "cache_peak_rss_bytes": peak.bytes,
+    }
+    if args.terms is not None:
+        datasets = {"cached": cached, "live": data}
+        figures["terms"] = _measure_terms(args, teacher, datasets, compile_args, label)
+    return figures
+
+
+def _distillation_terms(temperature):
+    """The terms `--terms` compares, by name; Hinton's KD (`kd`) is the reference.
+
+    Fresh instances on each call: a Distiller sets its temperature on its terms.
+    """
+    import keras_kd
+
+    return {
+        _REFERENCE_TERM: keras_kd.DistillationLoss(temperature),
+        "kd_standardized": keras_kd.DistillationLoss(temperature, standardize=True),
+        "dkd": keras_kd.DecoupledDistillationLoss(temperature),
+        "dist": keras_kd.DISTLoss(temperature),
+        "kd_reverse_kl": keras_kd.DistillationLoss(temperature, divergence="reverse_kl"),
+        "kd_jsd": keras_kd.DistillationLoss(temperature, divergence="jsd"),
+    }
+
+
+def _measure_terms(args, teacher, datasets, compile_args, label):
+    """Epoch times of `Distiller.fit` with each term, and their ratios to Hinton's KD.
+
+    The same student weights, data, optimizer and alpha for every term; all terms, from
+    cached and live teacher logits alike, are interleaved in the same rounds.
+    """
+    import keras_kd
+
+    passes = {}
+    for teacher_logits in _TERM_TEACHERS[args.terms]:
+        for name, term in _distillation_terms(args.temperature).items():
+            model = keras_kd.Distiller(
+                teacher, _student(args), alpha=args.alpha, distillation_loss=term
+            )
+            model.compile(**compile_args)
+            passes[f"{teacher_logits} {name}"] = (
+                lambda model=model, dataset=datasets[teacher_logits]: _one_epoch(model, dataset)
+            )
+    wall, cpu = _interleaved(passes, args, f"{label} terms")
+    return {
+        teacher_logits: {
+            "seconds": _section(wall, teacher_logits),
+            "ratios": _term_ratios(_section(wall, teacher_logits)),
+            "cpu_seconds": _section(cpu, teacher_logits),
+            "cpu_ratios": _term_ratios(_section(cpu, teacher_logits)),
+        }
+        for teacher_logits in _TERM_TEACHERS[args.terms]
+    }
+
+
+def _section(seconds, teacher_logits):
+    prefix = f"{teacher_logits} "
+    return {
+        name[len(prefix):]: value for name, value in seconds.items() if name.startswith(prefix)
+    }
+
+
+def _term_ratios(seconds):
+    reference = seconds[_REFERENCE_TERM]
+    return {
+        f"{name} / {_REFERENCE_TERM}": value / reference
+        for name, value in seconds.items()
+        if name != _REFERENCE_TERM
     }
 
 
@@ -515,6 +603,8 @@ def _child_argv(args, backend):
     argv += ["--temperature", repr(args.temperature), "--alpha", repr(args.alpha)]
     if backend != "jax":
         argv += ["--jit-compile", args.jit_compile]
+    if args.terms is not None:
+        argv += ["--terms", args.terms]
     return argv
 
 
@@ -632,6 +722,8 @@ def _table(figures):
             cells = " | ".join(f"{run[kind][name]:.2f}" for run in runs)
             goal = f"<= {_GOALS[name]}" if name in _GOALS else ""
             lines.append(f"| {name}{suffix} | {cells} | {goal} |")
+    if "terms" in runs[0]:
+        lines += ["", *_terms_table(runs, titles)]
     memory = figures["cache_memory"]
     machine = figures["machine"]
     peaks = memory["measured_peak_rss_growth_bytes_per_call"]
@@ -649,6 +741,30 @@ def _table(figures):
         f"at end; keras {machine['keras']}, tensorflow {machine['tensorflow']}.",
     ]
     return "\n".join(lines)
+
+
+def _terms_table(runs, titles):
+    """`Distiller.fit` epochs with each term, and their ratios to Hinton's KD."""
+    lines = [
+        "| distillation term, teacher logits | " + " | ".join(titles) + " |",
+        "|---" * (len(runs) + 1) + "|",
+    ]
+    for teacher_logits, section in runs[0]["terms"].items():
+        for name in section["seconds"]:
+            cells = " | ".join(
+                f"{run['terms'][teacher_logits]['seconds'][name]:.3f} s, "
+                f"{run['terms'][teacher_logits]['cpu_seconds'][name]:.3f} s"
+                for run in runs
+            )
+            lines.append(f"| {name}, {teacher_logits} (wall, CPU) | {cells} |")
+    for kind, suffix in (("ratios", ""), ("cpu_ratios", " (CPU time)")):
+        for teacher_logits, section in runs[0]["terms"].items():
+            for name in section[kind]:
+                cells = " | ".join(
+                    f"{run['terms'][teacher_logits][kind][name]:.2f}" for run in runs
+                )
+                lines.append(f"| {name}, {teacher_logits}{suffix} | {cells} |")
+    return lines
 
 
 def _progress(message):
