@@ -14,17 +14,13 @@ where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
 
 import difflib
-from typing import Any
 from typing import Final
 from typing import Optional
 
 from keras import ops
 
 from keras_kd import losses
-
-# A backend tensor, a NumPy array or anything `keras.ops` converts; Keras has no
-# public tensor type to name instead.
-TensorLike = Any
+from keras_kd._types import TensorLike
 
 LABELS: Final = "labels"
 TEACHER_LOGITS: Final = "teacher_logits"
