@@ -13,9 +13,13 @@ in neither. `y` is either plain labels, or a dict
 where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
 
+from __future__ import annotations
+
 import difflib
+from typing import Any
 from typing import Final
 from typing import Optional
+from typing import Sequence
 
 from keras import ops
 
@@ -46,12 +50,12 @@ CACHED_TARGET_KEYS: Final = (
 )
 
 
-def is_per_output(y, output_names=()):
+def is_per_output(y: Any, output_names: Sequence[str] = ()) -> bool:
     """True when `y` is a multi-output model's labels: a dict keyed by its output names."""
     return isinstance(y, dict) and bool(output_names) and bool(y) and set(y) <= set(output_names)
 
 
-def check_target_keys(y, output_names=()):
+def check_target_keys(y: Any, output_names: Sequence[str] = ()) -> None:
     """Raises when a dict `y` has a key outside the protocol (a misspelt one, say).
 
     Without this, `{"labels": y, "teacher_logit": t}` would be read as plain labels
