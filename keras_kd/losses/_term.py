@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 from typing import Optional
+from typing import Union
 
 from keras_kd import _validation
 from keras_kd.losses._core import CheckedLoss
@@ -85,7 +86,7 @@ class DistillationTerm(CheckedLoss):
 
     def distill(
         self,
-        labels: TensorLike,
+        labels: Optional[TensorLike],
         teacher_logits: TensorLike,
         student_logits: TensorLike,
         sample_weight: Optional[TensorLike] = None,
@@ -112,9 +113,9 @@ def check_weight(value: float, name: str) -> float:
 
 def term_targets(
     term: DistillationTerm,
-    labels: TensorLike,
+    labels: Optional[TensorLike],
     teacher_logits: TensorLike,
-) -> TensorLike:
+) -> Union[TensorLike, dict[str, TensorLike]]:
     """What a term receives as `y_true`: the teacher's logits, with the labels if it needs them."""
     if not getattr(term, "needs_labels", False):
         return teacher_logits
