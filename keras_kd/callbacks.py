@@ -1,11 +1,16 @@
 """Training callbacks: calibration of the model on held-out data at every epoch."""
 
+from __future__ import annotations
+
 import importlib.util
 import io
 import itertools
 import os
 import sys
 import warnings
+from typing import Any
+from typing import Optional
+from typing import Union
 
 import keras
 import numpy as np
@@ -118,18 +123,18 @@ class ECECallback(keras.callbacks.Callback):
 
     def __init__(
         self,
-        validation_data,
-        num_bins=15,
-        from_logits=True,
-        batch_size=None,
-        fit_temperature=False,
-        diagram_dir=None,
-        diagram_every="end",
-        prefix="val_",
-        verbose=0,
-        steps=None,
-        tensorboard_dir=None,
-    ):
+        validation_data: Any,
+        num_bins: int = 15,
+        from_logits: bool = True,
+        batch_size: Optional[int] = None,
+        fit_temperature: bool = False,
+        diagram_dir: Optional[Union[str, os.PathLike]] = None,
+        diagram_every: str = "end",
+        prefix: str = "val_",
+        verbose: int = 0,
+        steps: Optional[int] = None,
+        tensorboard_dir: Optional[Union[str, os.PathLike]] = None,
+    ) -> None:
         super().__init__()
         self.num_bins = _validation.check_positive_int(num_bins, "num_bins")
         self.from_logits = _validation.check_bool(from_logits, "from_logits")
@@ -163,7 +168,7 @@ class ECECallback(keras.callbacks.Callback):
 
     # -- Keras hooks ------------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Optional[dict[str, Any]] = None) -> None:
         self._source.check_against_model(self.model)
         self._direction_hints = _keras_compat.register_minimised_keys(
             self.model, self._minimised_keys()
@@ -172,12 +177,12 @@ class ECECallback(keras.callbacks.Callback):
             self.model, self._validation_values
         )
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         self._flush_messages()
         self._epoch = epoch
         self._epoch_values = None
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: Optional[dict[str, Any]] = None) -> None:
         # During fit's validation pass, before every callback's on_epoch_end; the
         # values reach the epoch's logs through `_validation_values`.
         self._epoch_values = self._compute(self._epoch)
@@ -192,7 +197,7 @@ class ECECallback(keras.callbacks.Callback):
             if key.startswith("val_")
         }
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         if self._epoch_values is None:  # no validation pass in fit this epoch
             self._epoch_values = self._compute(epoch)
         if logs is not None:
@@ -200,7 +205,7 @@ class ECECallback(keras.callbacks.Callback):
                 logs.setdefault(key, value)
         self._epoch_values = None
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Optional[dict[str, Any]] = None) -> None:
         _keras_compat.unregister_minimised_keys(self.model, self._direction_hints)
         self._direction_hints = None
         if self._validation_logs is not None:

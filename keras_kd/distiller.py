@@ -1,6 +1,12 @@
 """`Distiller`: trains a student from a frozen teacher with one or more distillation terms."""
 
+from __future__ import annotations
+
 import math
+from typing import Any
+from typing import Optional
+from typing import Sequence
+from typing import Union
 
 import keras
 from keras import ops
@@ -16,6 +22,7 @@ from keras_kd.losses import _binary
 from keras_kd.losses._term import term_targets
 from keras_kd.targets import LABELS  # noqa: F401  (re-exported: the cached-target keys)
 from keras_kd.targets import TEACHER_LOGITS
+from keras_kd.targets import TensorLike
 from keras_kd.targets import TEACHER_MEMBER_LOGITS  # noqa: F401
 from keras_kd.targets import example_weights as _example_weights
 from keras_kd.targets import split_targets
@@ -171,20 +178,20 @@ class Distiller(keras.Model):
 
     def __init__(
         self,
-        teacher,
-        student,
-        temperature=None,
-        alpha=0.9,
-        feature_pairs=None,
-        name="distiller",
-        distillation_loss=None,
-        standardize=False,
-        output="softmax",
-        divergence="kl",
-        beta=0.5,
-        reduction=None,
-        **kwargs,
-    ):
+        teacher: Union[keras.Model, Sequence[keras.Model]],
+        student: keras.Model,
+        temperature: Optional[float] = None,
+        alpha: float = 0.9,
+        feature_pairs: Optional[Sequence[features.FeaturePair]] = None,
+        name: str = "distiller",
+        distillation_loss: Any = None,
+        standardize: bool = False,
+        output: str = "softmax",
+        divergence: str = "kl",
+        beta: float = 0.5,
+        reduction: Optional[str] = None,
+        **kwargs: Any,
+    ) -> None:
         if "dtype" not in kwargs and _computes_in_float16(student):
             # compile() adds loss scaling only when the Distiller's own policy is
             # mixed_float16: follow the student (built under that policy, or reloaded),
@@ -282,7 +289,7 @@ class Distiller(keras.Model):
         if getattr(student, "built", False):
             self.built = True
 
-    def fit(self, *args, **kwargs):
+    def fit(self, *args: Any, **kwargs: Any) -> keras.callbacks.History:
         # Before any step: raw strings for a KerasHub task whose preprocessor is not
         # applied (a clear error with the `dataset.map(preprocessor)` line instead of
         # "Invalid dtype: str"), weights, target keys, and the first batch's values (once).
@@ -304,12 +311,12 @@ class Distiller(keras.Model):
     # --- hyperparameters: validated, effective at the next step, saved ---------------
 
     @property
-    def temperature(self):
+    def temperature(self) -> float:
         """T, shared by every distillation term (and an ensemble's fold); float > 0."""
         return self._temperature_value
 
     @temperature.setter
-    def temperature(self, value):
+    def temperature(self, value: float) -> None:
         value = _validation.check_temperature(value)
         self._sync_training_state()
         self._temperature_variable.assign(value)
@@ -320,12 +327,12 @@ class Distiller(keras.Model):
                 term.temperature = value
 
     @property
-    def alpha(self):
+    def alpha(self) -> float:
         """Weight of the distillation terms in [0, 1]; `1 - alpha` weighs the hard loss."""
         return self._alpha_value
 
     @alpha.setter
-    def alpha(self, value):
+    def alpha(self, value: float) -> None:
         value = _validation.check_in_range(value, "alpha", 0.0, 1.0)
         if value < 1.0 and self.compiled and _keras_compat.compiled_loss(self) is None:
             _check_hard_loss(None, value)
@@ -339,7 +346,7 @@ class Distiller(keras.Model):
         self._alpha_value = value
 
     @property
-    def term_weights(self):
+    def term_weights(self) -> dict[str, float]:
         """Each distillation term's weight `w_i` by term name (a dict of floats >= 0).
 
         Assign a dict with some or all names to change them, e.g.
@@ -348,7 +355,7 @@ class Distiller(keras.Model):
         return dict(zip(self._term_log_names, self._term_weight_values))
 
     @term_weights.setter
-    def term_weights(self, weights):
+    def term_weights(self, weights: dict[str, float]) -> None:
         names = list(self._term_log_names)
         if not isinstance(weights, dict) or set(weights) - set(names):
             raise ValueError(
@@ -363,34 +370,34 @@ class Distiller(keras.Model):
             self._term_weight_values[index] = value
 
     @property
-    def divergence(self):
+    def divergence(self) -> str:
         """The default term's divergence ("kl", "reverse_kl" or "jsd"); set at construction."""
         return self._divergence
 
     @property
-    def beta(self):
+    def beta(self) -> float:
         """The default term's JSD mixture weight in (0, 1); set at construction."""
         return self._beta
 
     @property
-    def reduction(self):
+    def reduction(self) -> Optional[str]:
         """The terms' reduction, or None to follow the compiled hard loss; set at construction."""
         return self._reduction
 
     @divergence.setter
-    def divergence(self, value):
+    def divergence(self, value: Any) -> None:
         _fixed_at_construction("divergence", value)
 
     @beta.setter
-    def beta(self, value):
+    def beta(self, value: Any) -> None:
         _fixed_at_construction("beta", value)
 
     @reduction.setter
-    def reduction(self, value):
+    def reduction(self, value: Any) -> None:
         _fixed_at_construction("reduction", value)
 
     @property
-    def distillation_terms(self):
+    def distillation_terms(self) -> dict[str, keras.losses.Loss]:
         """The distillation terms by log name (`<output>_<name>` for multi-output), in order."""
         return dict(zip(self._term_log_names, self._terms))
 
@@ -405,26 +412,26 @@ class Distiller(keras.Model):
             sync()
 
     @property
-    def teacher(self):
+    def teacher(self) -> Union[keras.Model, list[keras.Model]]:
         """The teacher as given: one model, or the list of an ensemble."""
         return list(self.teachers) if self._teacher_is_ensemble else self.teachers[0]
 
     @property
-    def feature_projections(self):
+    def feature_projections(self) -> dict[str, keras.layers.Layer]:
         """The FitNets projections by `FeaturePair` name (pairs whose shapes differ).
 
         They train and are saved with the Distiller; `student` does not contain them.
         """
         return dict(self._feature_hints.projections) if self._feature_hints else {}
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: TensorLike, training: Optional[bool] = None) -> Any:
         if training and self._feature_hints is not None:
             # The same student layers through a model that also returns the hinted
             # features: one forward feeds both the logits and the feature terms.
             return self._feature_hints.student_forward(inputs, training=training)
         return self.student(inputs, training=training)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         self.student.build(input_shape)
         for model in self.teachers:
             model.build(input_shape)
@@ -433,12 +440,12 @@ class Distiller(keras.Model):
     # `compile` is Keras' own (overriding it would stop `load_model` from re-compiling);
     # Keras' compile assigns `self.loss`, so the hard-label loss is checked here.
     @property
-    def loss(self):
+    def loss(self) -> Any:
         """The hard-label loss given to `compile`, applied to the student's logits."""
         return self._hard_loss
 
     @loss.setter
-    def loss(self, loss):
+    def loss(self, loss: Any) -> None:
         # Keras' Trainer.__init__ sets `loss = None` before `alpha` exists.
         alpha = getattr(self, "_alpha_value", None)
         if alpha is not None:
@@ -449,11 +456,11 @@ class Distiller(keras.Model):
     # `self.compiled = True`: the place to reject a missing hard-label loss (alpha < 1),
     # which would otherwise train on the soft term alone, silently.
     @property
-    def compiled(self):
+    def compiled(self) -> bool:
         return getattr(self, "_compiled", False)
 
     @compiled.setter
-    def compiled(self, compiled):
+    def compiled(self, compiled: bool) -> None:
         alpha = getattr(self, "_alpha_value", None)
         if compiled and alpha is not None and _keras_compat.compiled_loss(self) is None:
             _check_hard_loss(None, alpha)
@@ -461,7 +468,14 @@ class Distiller(keras.Model):
 
     # --- the objective: one place, every backend ----------------------------------
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Optional[TensorLike] = None,
+        training: bool = True,
+    ) -> TensorLike:
         """The distillation objective while training; the student's own loss otherwise.
 
         This is the backend-neutral path (JAX and PyTorch use Keras' own train step,
@@ -590,7 +604,13 @@ class Distiller(keras.Model):
             return ops.zeros((), dtype="float32")
         return ops.sum([ops.cast(ops.sum(loss), "float32") for loss in student_losses])
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+    def compute_metrics(
+        self,
+        x: Any,
+        y: Any,
+        y_pred: Any,
+        sample_weight: Optional[TensorLike] = None,
+    ) -> dict[str, Any]:
         # Only the labels are used: an ensemble's cached logits are folded at an arbitrary
         # temperature and dropped (JAX runs this outside the scope holding the
         # Distiller's variables, so the temperature variable cannot be read here).
@@ -602,7 +622,7 @@ class Distiller(keras.Model):
 
     if keras.backend.backend() == "tensorflow":
 
-        def train_step(self, data):
+        def train_step(self, data: Any) -> dict[str, Any]:
             """One step: teacher forward outside the tape, gradients for the student only."""
             import tensorflow as tf
 
@@ -626,7 +646,7 @@ class Distiller(keras.Model):
             self.optimizer.apply_gradients(zip(gradients, trainable_weights))
             return self.compute_metrics(x, labels, student_logits, sample_weight=sample_weight)
 
-    def test_step(self, *args, **kwargs):
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
         # JAX's test_step returns (logs, state); the other backends return logs.
         result = super().test_step(*args, **kwargs)
         if isinstance(result, tuple):
@@ -634,7 +654,7 @@ class Distiller(keras.Model):
             return self._without_training_only_logs(logs), state
         return self._without_training_only_logs(result)
 
-    def evaluate(self, *args, **kwargs):
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
         # Keras takes the final results from `get_metrics_result()` (read across
         # replicas) only when its keys equal the test step's logs; otherwise it keeps
         # the last step's logs, which under tf.distribute hold per-replica values of
@@ -645,7 +665,7 @@ class Distiller(keras.Model):
         finally:
             self._evaluating = False
 
-    def get_metrics_result(self):
+    def get_metrics_result(self) -> dict[str, Any]:
         result = super().get_metrics_result()
         if getattr(self, "_evaluating", False):
             return self._without_training_only_logs(result)
@@ -661,7 +681,7 @@ class Distiller(keras.Model):
 
     # --- serialization ------------------------------------------------------------
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         """As `keras.Model.save`, without the teachers' own optimizer state.
 
         A teacher compiled and trained before distillation carries its optimizer; its
@@ -671,12 +691,12 @@ class Distiller(keras.Model):
         with _keras_compat.without_optimizers(self.teachers):
             return super().save(*args, **kwargs)
 
-    def save_weights(self, *args, **kwargs):
+    def save_weights(self, *args: Any, **kwargs: Any) -> None:
         """As `keras.Model.save_weights`, without the teachers' own optimizer state."""
         with _keras_compat.without_optimizers(self.teachers):
             return super().save_weights(*args, **kwargs)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         teachers = [_serialize_model(model) for model in self.teachers]
         return {
             "name": self.name,
@@ -694,7 +714,7 @@ class Distiller(keras.Model):
             "reduction": self._reduction,
         }
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: Any) -> None:
         # A file saved by keras_kd 0.1.0, before temperature and alpha were variables,
         # holds none of the Distiller's own: the values from its config, already set at
         # construction, are the ones it was saved with.
@@ -717,7 +737,11 @@ class Distiller(keras.Model):
         return {name: items(index) or None for index, name in enumerate(self._output_names)}
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(
+        cls,
+        config: dict[str, Any],
+        custom_objects: Optional[dict[str, Any]] = None,
+    ) -> Distiller:
         config = dict(config)
         teacher = config.pop("teacher")
         if isinstance(teacher, list):

@@ -24,7 +24,13 @@ References:
     of Convolutional Neural Networks via Attention Transfer. ICLR 2017.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
+from typing import Iterator
+from typing import Optional
+from typing import Sequence
 
 import keras
 from keras import ops
@@ -32,6 +38,7 @@ from keras import ops
 from keras_kd import _keras_compat
 from keras_kd import _teacher
 from keras_kd import _validation
+from keras_kd._types import TensorLike
 
 _PACKAGE = "keras_kd"
 
@@ -46,7 +53,7 @@ _NORM_FLOOR = 1e-12
 # ---------------------------------------------------------------------------
 
 
-def feature_mse(teacher_features, student_features):
+def feature_mse(teacher_features: TensorLike, student_features: TensorLike) -> TensorLike:
     """Mean squared error between teacher and (projected) student features, per example.
 
     `L = (1 / D) * sum_j (s_j - t_j)^2` over the D non-batch entries: the FitNets hint
@@ -70,7 +77,10 @@ def feature_mse(teacher_features, student_features):
     return ops.mean(ops.square(student - teacher), axis=-1)
 
 
-def feature_cosine_distance(teacher_features, student_features):
+def feature_cosine_distance(
+    teacher_features: TensorLike,
+    student_features: TensorLike,
+) -> TensorLike:
     """Cosine distance between flattened teacher and student features, per example.
 
     `L = 1 - <s, t> / (||s||_2 ||t||_2)`, in [0, 2]; 0 when the features point the same
@@ -91,7 +101,7 @@ def feature_cosine_distance(teacher_features, student_features):
     return 1.0 - ops.sum(_unit(student) * _unit(teacher), axis=-1)
 
 
-def attention_map(features, p=2.0):
+def attention_map(features: TensorLike, p: float = 2.0) -> TensorLike:
     """Spatial attention map `a = mean_c |F_c|^p`, flattened, float32.
 
     The activation-based attention of Zagoruyko & Komodakis (2017, section 3.1, the
@@ -121,7 +131,11 @@ def attention_map(features, p=2.0):
     return ops.reshape(attention, (ops.shape(attention)[0], -1))
 
 
-def attention_transfer_loss(teacher_features, student_features, p=2.0):
+def attention_transfer_loss(
+    teacher_features: TensorLike,
+    student_features: TensorLike,
+    p: float = 2.0,
+) -> TensorLike:
     """Attention transfer: squared distance between L2-normalised attention maps.
 
     `L = || a_s / ||a_s||_2 - a_t / ||a_t||_2 ||_2^2` per example, with
@@ -243,7 +257,14 @@ class FeaturePair:
         Zagoruyko, Komodakis. Paying More Attention to Attention. ICLR 2017.
     """
 
-    def __init__(self, teacher_layer, student_layer, loss="mse", weight=1.0, name=None):
+    def __init__(
+        self,
+        teacher_layer: str,
+        student_layer: str,
+        loss: str = "mse",
+        weight: float = 1.0,
+        name: Optional[str] = None,
+    ) -> None:
         self.teacher_layer = _check_name(teacher_layer, "teacher_layer")
         self.student_layer = _check_name(student_layer, "student_layer")
         self.loss = _validation.check_choice(loss, "loss", FEATURE_LOSSES)
@@ -255,7 +276,7 @@ class FeaturePair:
             name = self.teacher_layer if same else f"{self.teacher_layer}_{self.student_layer}"
         self.name = _check_name(name, "name")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "teacher_layer": self.teacher_layer,
             "student_layer": self.student_layer,
@@ -265,7 +286,7 @@ class FeaturePair:
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> FeaturePair:
         return cls(**config)
 
     def __repr__(self):
@@ -287,7 +308,7 @@ def _check_name(value, argument):
     return value
 
 
-def check_feature_pairs(feature_pairs):
+def check_feature_pairs(feature_pairs: Sequence[FeaturePair]) -> list[FeaturePair]:
     """Returns `feature_pairs` as a list of `FeaturePair` with distinct names."""
     if feature_pairs is None:
         return []
@@ -344,7 +365,13 @@ class FeatureHints(keras.layers.Layer):
     logged as `feature_loss_<name>`.
     """
 
-    def __init__(self, feature_pairs, teacher, student, **kwargs):
+    def __init__(
+        self,
+        feature_pairs: Sequence[FeaturePair],
+        teacher: keras.Model,
+        student: keras.Model,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.feature_pairs = list(feature_pairs)
         teacher_inputs = _graph_inputs(teacher, "teacher")
@@ -375,19 +402,23 @@ class FeatureHints(keras.layers.Layer):
         )
         self.built = True
 
-    def student_forward(self, inputs, training):
+    def student_forward(self, inputs: TensorLike, training: bool) -> Any:
         """The student's logits; its features are kept for `hint_losses`."""
         *features, logits = self._graph.student_extractor(inputs, training=training)
         self._graph.student_features = features
         return logits
 
-    def teacher_forward(self, inputs):
+    def teacher_forward(self, inputs: TensorLike) -> tuple[Any, Any]:
         """(teacher logits, teacher features) from one forward, without gradient."""
         return _teacher.teacher_logits_and_features(
             self._graph.teacher, self._graph.teacher_extractor, inputs
         )
 
-    def hint_losses(self, teacher_features, sample_weight=None):
+    def hint_losses(
+        self,
+        teacher_features: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+    ) -> Iterator[tuple[FeaturePair, keras.metrics.Metric, TensorLike]]:
         """Yields (pair, tracker, loss) per pair, `loss` reduced over the batch, unweighted."""
         student_features = self._graph.student_features
         if student_features is None:

@@ -13,6 +13,11 @@ The negative log-likelihood needs no keras_kd metric: Keras'
 `keras_kd.calibration.negative_log_likelihood`.
 """
 
+from __future__ import annotations
+
+from typing import Any
+from typing import Optional
+
 import keras
 import numpy as np
 from keras import ops
@@ -21,6 +26,7 @@ from keras_kd import _binning
 from keras_kd import _keras_compat
 from keras_kd import _labels
 from keras_kd import _validation
+from keras_kd._types import TensorLike
 
 _PACKAGE = "keras_kd"
 _BINNINGS = ("equal_width", "equal_mass")
@@ -158,16 +164,16 @@ class ExpectedCalibrationError(keras.metrics.Metric):
 
     def __init__(
         self,
-        num_bins=15,
-        from_logits=None,
-        norm="l1",
-        name="ece",
-        dtype=None,
-        binning="equal_width",
-        classwise=False,
-        num_classes=None,
-        num_fine_bins=1000,
-    ):
+        num_bins: int = 15,
+        from_logits: Optional[bool] = None,
+        norm: str = "l1",
+        name: str = "ece",
+        dtype: Any = None,
+        binning: str = "equal_width",
+        classwise: bool = False,
+        num_classes: Optional[int] = None,
+        num_fine_bins: int = 1000,
+    ) -> None:
         super().__init__(name=name, dtype=dtype)
         self.num_bins = _validation.check_positive_int(num_bins, "num_bins")
         self.norm = _validation.check_choice(norm, "norm", _binning.NORMS)
@@ -202,7 +208,12 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             shape=shape, initializer="zeros", dtype="float32", aggregation="sum", name=name
         )
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(
+        self,
+        y_true: TensorLike,
+        y_pred: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+    ) -> None:
         y_pred = _binary_as_column(ops.convert_to_tensor(y_pred))
         y_true = ops.convert_to_tensor(y_true)
         if sample_weight is not None:
@@ -240,7 +251,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         targets = ops.reshape(targets, (-1, self.num_classes))
         return _binning.classwise_statistics(probs, targets, bins, weights)
 
-    def result(self):
+    def result(self) -> TensorLike:
         statistics = (self.bin_counts, self.bin_confidence_sums, self.bin_correct_sums)
         if self.binning == "equal_mass":
             statistics = _binning.equal_mass_groups(*statistics, self.num_bins)
@@ -249,11 +260,11 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             error = ops.mean(error)
         return ops.cast(error, self.dtype)
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         for variable in self.variables:
             variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "num_bins": self.num_bins,
@@ -288,7 +299,12 @@ class BrierScore(keras.metrics.Metric):
         Brier. Verification of Forecasts Expressed in Terms of Probability. 1950.
     """
 
-    def __init__(self, from_logits=None, name="brier", dtype=None):
+    def __init__(
+        self,
+        from_logits: Optional[bool] = None,
+        name: str = "brier",
+        dtype: Any = None,
+    ) -> None:
         super().__init__(name=name, dtype=dtype)
         if from_logits is not None:
             _validation.check_bool(from_logits, "from_logits")
@@ -299,7 +315,12 @@ class BrierScore(keras.metrics.Metric):
         self.weight = self.add_variable(shape=(), initializer="zeros", dtype="float32",
                                         aggregation="sum", name="weight")
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(
+        self,
+        y_true: TensorLike,
+        y_pred: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+    ) -> None:
         y_pred = ops.cast(_binary_as_column(ops.convert_to_tensor(y_pred)), "float32")
         y_true = ops.convert_to_tensor(y_true)
         if sample_weight is not None:
@@ -319,12 +340,12 @@ class BrierScore(keras.metrics.Metric):
         self.total.assign_add(ops.sum(weights * squared))
         self.weight.assign_add(ops.sum(weights))
 
-    def result(self):
+    def result(self) -> TensorLike:
         return ops.cast(self.total / ops.maximum(self.weight, 1e-30), self.dtype)
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         for variable in self.variables:
             variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "from_logits": self.from_logits}

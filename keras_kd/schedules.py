@@ -23,8 +23,11 @@ epochs) with a temperature decay:
     >>> distiller.fit(x, y, epochs=240, callbacks=[schedule])
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any
 from typing import Callable
 from typing import Dict
 from typing import Optional
@@ -48,14 +51,14 @@ class LinearWarmup:
         warmup: number of epochs (or steps), an integer >= 1.
     """
 
-    def __init__(self, value: float, warmup: int):
+    def __init__(self, value: float, warmup: int) -> None:
         self.value = _finite(value, "value")
         self.warmup = _validation.check_positive_int(warmup, "warmup")
 
     def __call__(self, t: int) -> float:
         return self.value * min(1.0, (t + 1) / self.warmup)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"value": self.value, "warmup": self.warmup}
 
 
@@ -69,7 +72,7 @@ class LinearDecay:
         duration: number of epochs (or steps), an integer >= 1.
     """
 
-    def __init__(self, start: float, end: float, duration: int):
+    def __init__(self, start: float, end: float, duration: int) -> None:
         self.start = _finite(start, "start")
         self.end = _finite(end, "end")
         self.duration = _validation.check_positive_int(duration, "duration")
@@ -77,7 +80,7 @@ class LinearDecay:
     def __call__(self, t: int) -> float:
         return self.start + (self.end - self.start) * min(1.0, t / self.duration)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "duration": self.duration}
 
 
@@ -109,7 +112,7 @@ class DistillationSchedule(keras.callbacks.Callback):
         temperature: Optional[Callable] = None,
         term_weights: Optional[Dict[str, Callable]] = None,
         unit: str = "epoch",
-    ):
+    ) -> None:
         super().__init__()
         self.unit = _validation.check_choice(unit, "unit", _UNITS)
         if term_weights is not None and not isinstance(term_weights, dict):
@@ -128,7 +131,7 @@ class DistillationSchedule(keras.callbacks.Callback):
         self.schedules = {name: s for name, s in schedules.items() if s is not None}
         self.term_weight_schedules = dict(term_weights or {})
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Optional[dict[str, Any]] = None) -> None:
         distiller = self.model
         for attribute in ("temperature", "alpha", "term_weights"):
             if not hasattr(type(distiller), attribute):
@@ -143,11 +146,11 @@ class DistillationSchedule(keras.callbacks.Callback):
                 f"terms are {sorted(distiller.term_weights)}."
             )
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         if self.unit == "epoch":
             self._apply(epoch)
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict[str, Any]] = None) -> None:
         if self.unit == "step":
             # The optimizer's own count, not a count of calls: with
             # `compile(steps_per_execution=n)` Keras calls this hook once per n steps.

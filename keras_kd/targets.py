@@ -13,18 +13,18 @@ in neither. `y` is either plain labels, or a dict
 where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
 
+from __future__ import annotations
+
 import difflib
 from typing import Any
 from typing import Final
 from typing import Optional
+from typing import Sequence
 
 from keras import ops
 
 from keras_kd import losses
-
-# A backend tensor, a NumPy array or anything `keras.ops` converts; Keras has no
-# public tensor type to name instead.
-TensorLike = Any
+from keras_kd._types import TensorLike
 
 LABELS: Final = "labels"
 TEACHER_LOGITS: Final = "teacher_logits"
@@ -50,12 +50,12 @@ CACHED_TARGET_KEYS: Final = (
 )
 
 
-def is_per_output(y, output_names=()):
+def is_per_output(y: Any, output_names: Sequence[str] = ()) -> bool:
     """True when `y` is a multi-output model's labels: a dict keyed by its output names."""
     return isinstance(y, dict) and bool(output_names) and bool(y) and set(y) <= set(output_names)
 
 
-def check_target_keys(y, output_names=()):
+def check_target_keys(y: Any, output_names: Sequence[str] = ()) -> None:
     """Raises when a dict `y` has a key outside the protocol (a misspelt one, say).
 
     Without this, `{"labels": y, "teacher_logit": t}` would be read as plain labels

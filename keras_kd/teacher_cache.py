@@ -10,11 +10,17 @@ re-read every epoch and checked against the fingerprints (see `check_inputs`), s
 cache is never silently paired with inputs the teacher did not see.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import math
 import os
 import zipfile
+from typing import Any
+from typing import Optional
+from typing import Sequence
+from typing import Union
 
 import keras
 import numpy as np
@@ -41,15 +47,15 @@ _SAMPLED_VALUES_PER_ROW = 16
 
 
 def cache_teacher_logits(
-    teacher,
-    data,
-    batch_size=None,
-    path=None,
-    dtype="float32",
-    check_inputs=True,
-    verbose=1,
-    top_k=None,
-):
+    teacher: Union[keras.Model, Sequence[keras.Model]],
+    data: Any,
+    batch_size: Optional[int] = None,
+    path: Optional[Union[str, os.PathLike]] = None,
+    dtype: str = "float32",
+    check_inputs: Union[bool, str] = True,
+    verbose: int = 1,
+    top_k: Optional[int] = None,
+) -> tf.data.Dataset:
     """Runs `teacher` once over `data` and returns a dataset that distils without it.
 
     Each element of the result is `(x, {"labels": y, "teacher_logits": t})`, plus the

@@ -15,8 +15,12 @@ A binary model's single column (a logit z, or a probability p) is read as the tw
 classes `[0, z]` (`[1 - p, p]`) and calibrated outputs keep the single column.
 """
 
+from __future__ import annotations
+
 import math
 import warnings
+from typing import Any
+from typing import Optional
 
 import keras
 import numpy as np
@@ -24,6 +28,7 @@ from keras import ops
 
 from keras_kd import _validation
 from keras_kd.calibration import _inputs
+from keras_kd._types import TensorLike
 
 _PACKAGE = "keras_kd"
 # log(0) = -inf would poison the fits; this floor is far below any probability a
@@ -72,11 +77,17 @@ class _Calibrator:
 
     layer_name = "calibration"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.from_probabilities = False
         self.num_classes = None  # the width of the model's output, 1 for binary
 
-    def fit(self, logits, labels, sample_weight=None, from_probabilities=False):
+    def fit(
+        self,
+        logits: TensorLike,
+        labels: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+        from_probabilities: bool = False,
+    ) -> _Calibrator:
         """Fits on held-out (logits, labels); returns self.
 
         Args:
@@ -94,13 +105,21 @@ class _Calibrator:
         self.num_classes = width
         return self
 
-    def transform(self, logits, from_probabilities=None):
+    def transform(
+        self,
+        logits: TensorLike,
+        from_probabilities: Optional[bool] = None,
+    ) -> np.ndarray:
         """Calibrated log-probabilities (N, max(K, 2)), NumPy float64."""
         if from_probabilities is None:
             from_probabilities = self.from_probabilities
         return self._calibrated_log_probs(_to_logits(logits, from_probabilities))
 
-    def predict_proba(self, logits, from_probabilities=None):
+    def predict_proba(
+        self,
+        logits: TensorLike,
+        from_probabilities: Optional[bool] = None,
+    ) -> np.ndarray:
         """Calibrated probabilities, float32; a binary single column stays one column."""
         width = _inputs.predictions_array(logits).shape[-1]
         probs = np.exp(self.transform(logits, from_probabilities))
@@ -108,7 +127,7 @@ class _Calibrator:
             probs = probs[:, 1:]
         return probs.astype(np.float32)
 
-    def wrap(self, model):
+    def wrap(self, model: keras.Model) -> keras.Model:
         """A Keras model outputting calibrated probabilities of `model(x)`.
 
         The calibrator becomes a layer appended to `model` (which must have a single
@@ -119,11 +138,11 @@ class _Calibrator:
             raise ValueError(f"Call `{type(self).__name__}.fit` before `wrap`.")
         return _wrap(model, self.layer(), f"{model.name}_{self.layer_name}")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"from_probabilities": self.from_probabilities, "num_classes": self.num_classes}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> _Calibrator:
         config = dict(config)
         state = {key: config.pop(key) for key in ("from_probabilities", "num_classes")}
         instance = cls(**{k: v for k, v in config.items() if not k.endswith("_")})
@@ -188,19 +207,19 @@ class TemperatureScaling(_Calibrator):
 
     layer_name = "temperature_scaled"
 
-    def __init__(self, temperature=1.0):
+    def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
         self.temperature = _validation.check_temperature(temperature)
 
     def fit(
         self,
-        logits,
-        labels,
-        sample_weight=None,
-        from_probabilities=False,
-        max_iterations=100,
-        tolerance=1e-10,
-    ):
+        logits: TensorLike,
+        labels: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+        from_probabilities: bool = False,
+        max_iterations: int = 100,
+        tolerance: float = 1e-10,
+    ) -> TemperatureScaling:
         """Sets `self.temperature` to the NLL minimiser on (logits, labels); returns self.
 
         Args:
@@ -237,7 +256,7 @@ class TemperatureScaling(_Calibrator):
         self.num_classes = width
         return self
 
-    def transform(self, logits, from_probabilities=False):
+    def transform(self, logits: TensorLike, from_probabilities: bool = False) -> np.ndarray:
         """Scaled logits `z / T` as a NumPy array of the input's shape.
 
         With `from_probabilities=True`, returns `log(p) / T` instead.
@@ -249,7 +268,7 @@ class TemperatureScaling(_Calibrator):
             _validation.check_not_probabilities(predictions, "logits", _PROBABILITIES_HINT)
         return predictions / self.temperature
 
-    def predict_proba(self, logits, from_probabilities=False):
+    def predict_proba(self, logits: TensorLike, from_probabilities: bool = False) -> np.ndarray:
         """Calibrated probabilities `softmax(z / T)`, NumPy float32 of shape (N, K).
 
         A single column (or 1-D array) of binary logits gives `sigmoid(z / T)`, as
@@ -262,14 +281,14 @@ class TemperatureScaling(_Calibrator):
             probs = probs[..., 1:]
         return probs.astype(np.float32)
 
-    def layer(self):
+    def layer(self) -> TemperatureScalingLayer:
         return TemperatureScalingLayer(
             temperature=self.temperature,
             from_logits=not self.from_probabilities,
             name="temperature_scaling",
         )
 
-    def wrap(self, model):
+    def wrap(self, model: keras.Model) -> keras.Model:
         """A Keras model outputting calibrated probabilities `softmax(model(x) / T)`.
 
         The scaling is a `TemperatureScalingLayer` appended to `model` (which must
@@ -280,7 +299,7 @@ class TemperatureScaling(_Calibrator):
         """
         return _wrap(model, self.layer(), f"{model.name}_temperature_scaled")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "temperature": self.temperature}
 
     def __repr__(self):
@@ -301,7 +320,7 @@ class TemperatureScalingLayer(keras.layers.Layer):
         **kwargs: standard `keras.layers.Layer` arguments (name, dtype).
     """
 
-    def __init__(self, temperature=1.0, from_logits=True, **kwargs):
+    def __init__(self, temperature: float = 1.0, from_logits: bool = True, **kwargs: Any) -> None:
         # float32 even under mixed precision: a float16 softmax rounds confident
         # probabilities to exactly 1, which is the over-confidence being corrected.
         kwargs.setdefault("dtype", "float32")
@@ -309,7 +328,7 @@ class TemperatureScalingLayer(keras.layers.Layer):
         self.temperature = _validation.check_temperature(temperature)
         self.from_logits = _validation.check_bool(from_logits, "from_logits")
 
-    def call(self, inputs):
+    def call(self, inputs: TensorLike) -> TensorLike:
         inputs = ops.cast(inputs, "float32")
         if inputs.shape[-1] == 1:
             if not self.from_logits:
@@ -321,10 +340,10 @@ class TemperatureScalingLayer(keras.layers.Layer):
             inputs = ops.log(ops.maximum(inputs, 1e-30))
         return ops.softmax(inputs / self.temperature, axis=-1)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "temperature": self.temperature,
@@ -458,7 +477,7 @@ class VectorScaling(_Calibrator):
 
     layer_name = "vector_scaled"
 
-    def __init__(self, max_iterations=500):
+    def __init__(self, max_iterations: int = 500) -> None:
         super().__init__()
         self.max_iterations = _validation.check_positive_int(max_iterations, "max_iterations")
         self.scale_ = None
@@ -485,12 +504,12 @@ class VectorScaling(_Calibrator):
         mask = np.where(np.isfinite(logits), 0.0, -np.inf)
         return _inputs.log_softmax(_safe_products(logits) * self.scale_ + self.bias_ + mask)
 
-    def layer(self):
+    def layer(self) -> keras.layers.Layer:
         kernel = np.diag(self.scale_)
         return AffineCalibrationLayer(kernel, self.bias_, from_logits=not self.from_probabilities,
                                       log_softmax_inputs=False, name="vector_scaling")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "max_iterations": self.max_iterations,
                 "scale_": _listed(self.scale_), "bias_": _listed(self.bias_)}
 
@@ -523,7 +542,12 @@ class MatrixScaling(_Calibrator):
 
     layer_name = "matrix_scaled"
 
-    def __init__(self, off_diagonal=0.01, intercept=0.01, max_iterations=500):
+    def __init__(
+        self,
+        off_diagonal: float = 0.01,
+        intercept: float = 0.01,
+        max_iterations: int = 500,
+    ) -> None:
         super().__init__()
         self.off_diagonal = _validation.check_in_range(off_diagonal, "off_diagonal", 0.0, math.inf)
         self.intercept = _validation.check_in_range(intercept, "intercept", 0.0, math.inf)
@@ -561,12 +585,12 @@ class MatrixScaling(_Calibrator):
         inputs = _safe_products(_inputs.log_softmax(logits))
         return _inputs.log_softmax(inputs @ self.kernel_.T + self.bias_ + mask)
 
-    def layer(self):
+    def layer(self) -> keras.layers.Layer:
         return AffineCalibrationLayer(self.kernel_, self.bias_,
                                       from_logits=not self.from_probabilities,
                                       log_softmax_inputs=True, name="matrix_scaling")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "off_diagonal": self.off_diagonal,
                 "intercept": self.intercept, "max_iterations": self.max_iterations,
                 "kernel_": _listed(self.kernel_), "bias_": _listed(self.bias_)}
@@ -588,7 +612,14 @@ class AffineCalibrationLayer(keras.layers.Layer):
         log_softmax_inputs: bool, default False.
     """
 
-    def __init__(self, kernel, bias, from_logits=True, log_softmax_inputs=False, **kwargs):
+    def __init__(
+        self,
+        kernel: TensorLike,
+        bias: TensorLike,
+        from_logits: bool = True,
+        log_softmax_inputs: bool = False,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.from_logits = _validation.check_bool(from_logits, "from_logits")
@@ -599,7 +630,7 @@ class AffineCalibrationLayer(keras.layers.Layer):
         self.bias = self.add_weight(shape=bias.shape, initializer=keras.initializers.Constant(
             bias), trainable=False, name="bias")
 
-    def call(self, inputs):
+    def call(self, inputs: TensorLike) -> TensorLike:
         inputs, binary = _layer_logits(inputs, self.from_logits)
         if self.log_softmax_inputs:
             inputs = ops.log_softmax(inputs, axis=-1)
@@ -610,10 +641,10 @@ class AffineCalibrationLayer(keras.layers.Layer):
         probs = ops.softmax(scores, axis=-1)
         return probs[..., 1:] if binary else probs
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "kernel": ops.convert_to_numpy(self.kernel).tolist(),
@@ -675,11 +706,11 @@ class _OneVsRestStep(_Calibrator):
         with np.errstate(divide="ignore"):
             return np.log(calibrated)
 
-    def layer(self):
+    def layer(self) -> keras.layers.Layer:
         return StepCalibrationLayer(self.thresholds_, self.values_,
                                     from_logits=not self.from_probabilities, name=self.layer_name)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "thresholds_": _listed(self.thresholds_),
                 "values_": _listed(self.values_)}
 
@@ -702,7 +733,7 @@ class HistogramBinning(_OneVsRestStep):
 
     layer_name = "histogram_binning"
 
-    def __init__(self, num_bins=15):
+    def __init__(self, num_bins: int = 15) -> None:
         super().__init__()
         self.num_bins = _validation.check_positive_int(num_bins, "num_bins")
         self.thresholds_ = None
@@ -716,7 +747,7 @@ class HistogramBinning(_OneVsRestStep):
         values = np.where(counts > 0, positives / np.where(counts > 0, counts, 1.0), midpoints)
         return np.arange(1, self.num_bins) / self.num_bins, values
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_bins": self.num_bins}
 
 
@@ -738,7 +769,7 @@ class IsotonicCalibration(_OneVsRestStep):
 
     layer_name = "isotonic_calibration"
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.thresholds_ = None
         self.values_ = None
@@ -791,7 +822,13 @@ class StepCalibrationLayer(keras.layers.Layer):
         from_logits: bool, default True.
     """
 
-    def __init__(self, thresholds, values, from_logits=True, **kwargs):
+    def __init__(
+        self,
+        thresholds: TensorLike,
+        values: TensorLike,
+        from_logits: bool = True,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.from_logits = _validation.check_bool(from_logits, "from_logits")
@@ -804,7 +841,7 @@ class StepCalibrationLayer(keras.layers.Layer):
                                            initializer=keras.initializers.Constant(values),
                                            name="values")
 
-    def call(self, inputs):
+    def call(self, inputs: TensorLike) -> TensorLike:
         inputs, binary = _layer_logits(inputs, self.from_logits)
         probs = ops.softmax(inputs, axis=-1)
         above = ops.cast(ops.expand_dims(probs, -1) >= self.thresholds, "int32")
@@ -815,10 +852,10 @@ class StepCalibrationLayer(keras.layers.Layer):
         calibrated = ops.where(total > 0, mapped / ops.where(total > 0, total, 1.0), probs)
         return calibrated[..., 1:] if binary else calibrated
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "thresholds": ops.convert_to_numpy(self.thresholds).tolist(),

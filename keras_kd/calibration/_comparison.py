@@ -1,7 +1,9 @@
 """Fit several calibrators on a validation split and compare them on a test split."""
 
 import functools
+from typing import TYPE_CHECKING
 from typing import NamedTuple
+from typing import Optional
 
 import numpy as np
 
@@ -10,6 +12,10 @@ from keras_kd.calibration import _calibrators
 from keras_kd.calibration import _inputs
 from keras_kd.calibration import _measures
 from keras_kd.calibration import _plotting
+from keras_kd._types import TensorLike
+
+if TYPE_CHECKING:  # matplotlib is imported lazily, where a figure is drawn
+    import matplotlib.figure
 
 
 class CalibratorResult(NamedTuple):
@@ -44,7 +50,7 @@ class CalibratorComparison(NamedTuple):
         lines.append(f"\nIntervals: {percent} % percentile bootstrap over test examples.")
         return "\n".join(lines)
 
-    def figure(self):
+    def figure(self) -> "matplotlib.figure.Figure":
         """Reliability diagrams of every calibrator on the test split, side by side."""
         return _plotting.reliability_diagrams(
             {result.name: result.probabilities for result in self.results},
@@ -68,11 +74,11 @@ def default_calibrators() -> dict:
 
 
 def compare_calibrators(
-    val_logits,
-    val_labels,
-    test_logits,
-    test_labels,
-    calibrators=None,
+    val_logits: TensorLike,
+    val_labels: TensorLike,
+    test_logits: TensorLike,
+    test_labels: TensorLike,
+    calibrators: Optional[dict] = None,
     from_probabilities: bool = False,
     num_bins: int = 15,
     num_resamples: int = 200,

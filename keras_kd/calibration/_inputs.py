@@ -15,13 +15,17 @@ differently from another:
 - `-inf` logits (masked classes) are valid, as in Keras' own cross-entropy.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Optional
 
 import numpy as np
 from keras import ops
 
 from keras_kd import _labels
 from keras_kd import _validation
+from keras_kd._types import TensorLike
 
 # A float16 or hand-normalised softmax misses 1 by a few ulps; a row that misses by
 # more is not a distribution.
@@ -29,7 +33,7 @@ PROBABILITY_TOLERANCE = 1e-3
 LOGITS_HINT = "Pass `from_logits=False` for probabilities, or give the model's pre-softmax outputs."
 
 
-def to_numpy(array) -> np.ndarray:
+def to_numpy(array: TensorLike) -> np.ndarray:
     """Any array-like or tensor as a NumPy float64 array."""
     return np.asarray(ops.convert_to_numpy(array), dtype=np.float64)
 
@@ -47,7 +51,7 @@ def _numeric(value, name, hint):
     return array
 
 
-def predictions_array(predictions, name="predictions") -> np.ndarray:
+def predictions_array(predictions: TensorLike, name: str = "predictions") -> np.ndarray:
     """Predictions as float64 of shape (N, K); a 1-D array is N binary scores."""
     array = _numeric(predictions, name, "Pass the model's outputs.").astype(np.float64)
     if array.ndim == 1:
@@ -60,7 +64,11 @@ def predictions_array(predictions, name="predictions") -> np.ndarray:
     return array
 
 
-def check_predictions(predictions: np.ndarray, from_logits: bool, name="predictions"):
+def check_predictions(
+    predictions: np.ndarray,
+    from_logits: bool,
+    name: str = "predictions",
+) -> None:
     """Raises when `predictions` (N, K) are not what `from_logits` says they are.
 
     Rows holding NaN are skipped: they make the result NaN instead.
@@ -92,7 +100,7 @@ def check_predictions(predictions: np.ndarray, from_logits: bool, name="predicti
             )
 
 
-def weights_array(sample_weight, num_examples: int) -> np.ndarray:
+def weights_array(sample_weight: TensorLike, num_examples: int) -> np.ndarray:
     """Weights as float64 (N,), after checking shape and values.
 
     Accepts None (all ones), shape (N,) or (N, 1). Rejects non-finite or negative
@@ -122,7 +130,7 @@ def weights_array(sample_weight, num_examples: int) -> np.ndarray:
     return weights
 
 
-def labels_array(labels, predictions: np.ndarray) -> np.ndarray:
+def labels_array(labels: TensorLike, predictions: np.ndarray) -> np.ndarray:
     """Labels as float64 targets (N, max(K, 2)): one-hot or soft distributions.
 
     Class indices (N,) / (N, 1) must be integers in [0, K - 1] (in {0, 1} for a
@@ -167,7 +175,11 @@ def expand_binary(predictions: np.ndarray, from_logits: bool) -> np.ndarray:
     return np.concatenate([1.0 - predictions, predictions], axis=-1)
 
 
-def flatten_positions(predictions, labels, sample_weight=None):
+def flatten_positions(
+    predictions: TensorLike,
+    labels: TensorLike,
+    sample_weight: Optional[TensorLike] = None,
+) -> tuple[TensorLike, TensorLike, Optional[TensorLike]]:
     """Token-level inputs as examples: (batch, ..., K) predictions become (N, K).
 
     Predictions of rank >= 3 (a sequence model's (batch, sequence, K) logits) are one
@@ -197,7 +209,13 @@ def flatten_positions(predictions, labels, sample_weight=None):
     return flat_predictions, flat(labels, "labels"), flat(sample_weight, "sample_weight")
 
 
-def prepared(predictions, labels, from_logits, sample_weight=None, name="predictions"):
+def prepared(
+    predictions: TensorLike,
+    labels: TensorLike,
+    from_logits: bool,
+    sample_weight: Optional[TensorLike] = None,
+    name: str = "predictions",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predictions (N, K), targets (N, max(K, 2)), weights (N,)) after every check.
 
     Token-level predictions (batch, ..., K) are flattened first (`flatten_positions`).

@@ -5,9 +5,12 @@ The equal-width binning goes through `keras_kd._binning`, the same code as the
 streaming `ExpectedCalibrationError` metric, so both give the same number.
 """
 
+from __future__ import annotations
+
 import math
 from typing import Callable
 from typing import NamedTuple
+from typing import Optional
 
 import numpy as np
 from keras import ops
@@ -15,18 +18,19 @@ from keras import ops
 from keras_kd import _binning
 from keras_kd import _validation
 from keras_kd.calibration import _inputs
+from keras_kd._types import TensorLike
 
 BINNINGS = ("equal_width", "equal_mass")
 
 
 def expected_calibration_error(
-    probs,
-    labels,
+    probs: TensorLike,
+    labels: TensorLike,
     num_bins: int = 15,
     norm: str = "l1",
     binning: str = "equal_width",
     from_logits: bool = False,
-    sample_weight=None,
+    sample_weight: Optional[TensorLike] = None,
     classwise: bool = False,
 ) -> float:
     """Expected (or maximum, or RMS) calibration error, top-label or classwise.
@@ -143,7 +147,12 @@ def probabilities(predictions: np.ndarray, from_logits: bool) -> np.ndarray:
     )
 
 
-def negative_log_likelihood(logits_or_probs, labels, from_logits, sample_weight=None) -> float:
+def negative_log_likelihood(
+    logits_or_probs: TensorLike,
+    labels: TensorLike,
+    from_logits: bool,
+    sample_weight: Optional[TensorLike] = None,
+) -> float:
     """Mean negative log-likelihood (cross-entropy) of the labels, in float64.
 
     `NLL = -(1 / N) sum_i sum_k y_ik log p_ik`, weighted by `sample_weight` if given.
@@ -175,7 +184,12 @@ def negative_log_likelihood(logits_or_probs, labels, from_logits, sample_weight=
     return _weighted_mean(_inputs.cross_entropy_terms(targets, log_probs), weights)
 
 
-def brier_score(probs, labels, from_logits: bool = False, sample_weight=None) -> float:
+def brier_score(
+    probs: TensorLike,
+    labels: TensorLike,
+    from_logits: bool = False,
+    sample_weight: Optional[TensorLike] = None,
+) -> float:
     """Multi-class Brier score: `(1 / N) sum_i sum_k (p_ik - y_ik)^2`, in [0, 2].
 
     A binary model's single column counts both classes, `2 (p - y)^2`.
@@ -201,7 +215,12 @@ def brier_score(probs, labels, from_logits: bool = False, sample_weight=None) ->
     return _weighted_mean(np.sum(squared, axis=-1), weights)
 
 
-def accuracy(probs, labels, from_logits: bool = False, sample_weight=None) -> float:
+def accuracy(
+    probs: TensorLike,
+    labels: TensorLike,
+    from_logits: bool = False,
+    sample_weight: Optional[TensorLike] = None,
+) -> float:
     """Top-1 accuracy (weighted), with a binary column read as `p > 0.5` (`z > 0`)."""
     predictions, targets, weights = _inputs.prepared(probs, labels, from_logits, sample_weight)
     expanded = _inputs.expand_binary(predictions, from_logits)
@@ -219,9 +238,9 @@ class Interval(NamedTuple):
 
 def bootstrap_interval(
     measure: Callable,
-    predictions,
-    labels,
-    sample_weight=None,
+    predictions: TensorLike,
+    labels: TensorLike,
+    sample_weight: Optional[TensorLike] = None,
     num_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -278,12 +297,12 @@ def bootstrap_interval(
 
 
 def perfectly_calibrated_ece(
-    probs,
+    probs: TensorLike,
     num_bins: int = 15,
     norm: str = "l1",
     binning: str = "equal_width",
     from_logits: bool = False,
-    sample_weight=None,
+    sample_weight: Optional[TensorLike] = None,
     classwise: bool = False,
     num_draws: int = 100,
     seed: int = 0,

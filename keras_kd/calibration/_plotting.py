@@ -1,7 +1,13 @@
 """Reliability diagrams: one model, or several side by side, each with the
 confidence histogram under it."""
 
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Optional
+from typing import Union
 
 import numpy as np
 from keras import ops
@@ -9,6 +15,11 @@ from keras import ops
 from keras_kd import _binning
 from keras_kd import _validation
 from keras_kd.calibration import _inputs
+from keras_kd._types import TensorLike
+
+if TYPE_CHECKING:  # matplotlib is imported lazily, where a figure is drawn
+    import matplotlib.axes
+    import matplotlib.figure
 
 
 def _import_matplotlib_figure():
@@ -81,14 +92,14 @@ def _draw(top, histogram_ax, statistics, num_bins, title, twin, legend=True):
 
 
 def reliability_diagram(
-    probs,
-    labels,
+    probs: TensorLike,
+    labels: TensorLike,
     num_bins: int = 15,
-    ax=None,
+    ax: Optional["matplotlib.axes.Axes"] = None,
     from_logits: bool = False,
-    title=None,
-    sample_weight=None,
-):
+    title: Optional[str] = None,
+    sample_weight: Optional[TensorLike] = None,
+) -> "matplotlib.figure.Figure":
     """Draws accuracy against confidence per bin, with the gap to the diagonal shaded.
 
     Bars show `acc_b` for each equal-width bin (same bins as
@@ -143,11 +154,11 @@ def reliability_diagram(
 
 def reliability_diagrams(
     predictions: dict,
-    labels,
+    labels: TensorLike,
     num_bins: int = 15,
     from_logits: bool = False,
-    sample_weight=None,
-):
+    sample_weight: Optional[TensorLike] = None,
+) -> "matplotlib.figure.Figure":
     """Several models' reliability diagrams side by side, one shared label set.
 
     Args:
@@ -195,7 +206,12 @@ def _figure_legend(figure, ax):
     figure.legend(handles, names, loc="outside upper center", ncols=3, fontsize="small")
 
 
-def save_reliability_diagram(path, probs, labels, **kwargs):
+def save_reliability_diagram(
+    path: Union[str, os.PathLike],
+    probs: TensorLike,
+    labels: TensorLike,
+    **kwargs: Any,
+) -> None:
     """Writes `reliability_diagram(probs, labels, **kwargs)` to `path` (PNG)."""
     figure = reliability_diagram(probs, labels, **kwargs)
     directory = os.path.dirname(path)

@@ -17,15 +17,20 @@ log sigmoid(-x)`, never `log(sigmoid(x))`, so logits of +-1e4 and `-inf` masks g
 finite values and gradients.
 """
 
+from __future__ import annotations
+
+from typing import Sequence
+
 import keras
 from keras import ops
 
 from keras_kd import _validation
+from keras_kd._types import TensorLike
 
 OUTPUTS = ("softmax", "sigmoid")
 
 
-def check_output(output):
+def check_output(output: str) -> str:
     """Returns `output` after checking it is "softmax" or "sigmoid"."""
     if output not in OUTPUTS:
         raise ValueError(
@@ -35,12 +40,12 @@ def check_output(output):
     return output
 
 
-def is_binary_form(predictions, output):
+def is_binary_form(predictions: TensorLike, output: str) -> bool:
     """True when `predictions` (..., K) are sigmoid logits: `output="sigmoid"` or K = 1."""
     return check_output(output) == "sigmoid" or predictions.shape[-1] == 1
 
 
-def tempered_log_sigmoids(logits, temperature=1.0):
+def tempered_log_sigmoids(logits: TensorLike, temperature: float = 1.0) -> TensorLike:
     """`(log sigmoid(z / T), log(1 - sigmoid(z / T)))`, both float32, elementwise."""
     scaled = ops.cast(logits, "float32") / temperature
     return ops.log_sigmoid(scaled), ops.log_sigmoid(-scaled)
@@ -51,7 +56,11 @@ def _weighted_log(probs, log_probs):
     return ops.where(probs > 0, probs * log_probs, 0.0)
 
 
-def bernoulli_kl_from_logits(teacher_logits, student_logits, temperature=1.0):
+def bernoulli_kl_from_logits(
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
+    temperature: float = 1.0,
+) -> TensorLike:
     """Per-label `KL(Bern(s_t) || Bern(s_s))` with `s = sigmoid(z / T)`, shape (..., L).
 
     `s_t (log s_t - log s_s) + (1 - s_t)(log(1 - s_t) - log(1 - s_s))`, from
@@ -66,8 +75,12 @@ def bernoulli_kl_from_logits(teacher_logits, student_logits, temperature=1.0):
 
 
 def binary_distillation_loss(
-    teacher_logits, student_logits, temperature=4.0, divergence="kl", beta=0.5
-):
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
+    temperature: float = 4.0,
+    divergence: str = "kl",
+    beta: float = 0.5,
+) -> TensorLike:
     """`T^2 * mean_l D(Bern(sigmoid(t_l / T)) || Bern(sigmoid(s_l / T)))`, shape (...,).
 
     The binary (L = 1) and multi-label twin of Hinton's soft-target loss; with the
@@ -92,13 +105,16 @@ def binary_distillation_loss(
     return (temperature**2) * ops.mean(per_label, axis=-1)
 
 
-def two_class_logits(logits):
+def two_class_logits(logits: TensorLike) -> TensorLike:
     """`[0, z]` for each logit z, shape (..., L, 2): the binary logit as a 2-class softmax."""
     logits = ops.cast(logits, "float32")
     return ops.stack([ops.zeros_like(logits), logits], axis=-1)
 
 
-def binary_logit_matching_loss(teacher_logits, student_logits):
+def binary_logit_matching_loss(
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
+) -> TensorLike:
     """`mean_l (s_l - t_l)^2 / 8`, the high-temperature limit of the binary KD loss.
 
     A binary logit is already the difference of the two-class logits `[0, z]`, so no
@@ -111,7 +127,11 @@ def binary_logit_matching_loss(teacher_logits, student_logits):
     return ops.mean(ops.square(student_logits - teacher_logits), axis=-1) / 8.0
 
 
-def binary_cross_entropy(targets, y_pred, from_logits=True):
+def binary_cross_entropy(
+    targets: TensorLike,
+    y_pred: TensorLike,
+    from_logits: bool = True,
+) -> TensorLike:
     """`-mean_l [q log p + (1 - q) log(1 - p)]` per example, as Keras' `binary_crossentropy`.
 
     From logits in log space; from probabilities clipped to [1e-7, 1 - 1e-7] exactly
@@ -128,7 +148,12 @@ def binary_cross_entropy(targets, y_pred, from_logits=True):
     return -ops.mean(per_label, axis=-1)
 
 
-def binary_label_smoothing_loss(targets, y_pred, smoothing=0.1, from_logits=True):
+def binary_label_smoothing_loss(
+    targets: TensorLike,
+    y_pred: TensorLike,
+    smoothing: float = 0.1,
+    from_logits: bool = True,
+) -> TensorLike:
     """Binary cross-entropy against `q (1 - eps) + eps / 2`, per example (mean over labels).
 
     Equals Keras' `BinaryCrossentropy(label_smoothing=eps, from_logits=...)`.
@@ -137,7 +162,10 @@ def binary_label_smoothing_loss(targets, y_pred, smoothing=0.1, from_logits=True
     return binary_cross_entropy(smoothed, y_pred, from_logits)
 
 
-def binary_ensemble_logits(teacher_logits_list, temperature):
+def binary_ensemble_logits(
+    teacher_logits_list: Sequence[TensorLike],
+    temperature: float,
+) -> TensorLike:
     """Logits whose `sigmoid(. / T)` is the mean of the members' `sigmoid(z_m / T)`.
 
     `T * (log mean_m sigmoid(z_m / T) - log mean_m (1 - sigmoid(z_m / T)))`, both means
@@ -149,7 +177,7 @@ def binary_ensemble_logits(teacher_logits_list, temperature):
     return temperature * (log_pos - log_neg)
 
 
-def binary_targets(y_true, y_pred):
+def binary_targets(y_true: TensorLike, y_pred: TensorLike) -> TensorLike:
     """Labels as float32 targets of `y_pred`'s shape (..., L), values in [0, 1].
 
     `y_true` may have `y_pred`'s shape, or for one output (L = 1) lack its trailing axis.

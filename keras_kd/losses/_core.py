@@ -4,18 +4,22 @@ log-probabilities, cross-entropy, and the shape check between teacher and studen
 All arithmetic is float32 and in log space (`log_softmax`, never `log(softmax)`).
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Optional
 
 import keras
 from keras import ops
 
 from keras_kd import _labels
 from keras_kd import _validation
+from keras_kd._types import TensorLike
 
 PACKAGE = "keras_kd"
 
 
-def tempered_log_softmax(logits, temperature=1.0):
+def tempered_log_softmax(logits: TensorLike, temperature: float = 1.0) -> TensorLike:
     """Log of the tempered softmax, `log softmax(z / T)`, in float32.
 
     `p_i^T = exp(z_i / T) / sum_j exp(z_j / T)`: T = 1 is the ordinary softmax, large
@@ -38,7 +42,7 @@ def tempered_log_softmax(logits, temperature=1.0):
     return ops.log_softmax(logits / temperature, axis=-1)
 
 
-def kl_divergence_from_log_probs(target_log_probs, log_probs):
+def kl_divergence_from_log_probs(target_log_probs: TensorLike, log_probs: TensorLike) -> TensorLike:
     """`KL(p || q) = sum_k p_k (log p_k - log q_k)` over the last axis.
 
     Takes log-probabilities so that no softmax is ever exponentiated and logged back.
@@ -63,7 +67,7 @@ def kl_divergence_from_log_probs(target_log_probs, log_probs):
     )
 
 
-def cross_entropy(y_true, logits):
+def cross_entropy(y_true: TensorLike, logits: TensorLike) -> TensorLike:
     """`H(y, softmax(z)) = -sum_k y_k log softmax(z)_k` from logits, float32.
 
     `y_true` may be class indices or (soft) targets of shape (..., K).
@@ -72,7 +76,7 @@ def cross_entropy(y_true, logits):
     return -ops.sum(weighted_log_probs(targets, tempered_log_softmax(logits)), axis=-1)
 
 
-def weighted_log_probs(targets, log_probs):
+def weighted_log_probs(targets: TensorLike, log_probs: TensorLike) -> TensorLike:
     """`q * log p`, with 0 where q = 0: a masked class (`log p = -inf`) adds 0, not nan.
 
     Keras' `SparseCategoricalCrossentropy` gives the same finite value on masked logits;
@@ -81,7 +85,7 @@ def weighted_log_probs(targets, log_probs):
     return ops.where(targets > 0, targets * log_probs, 0.0)
 
 
-def log_probs(y_pred, from_logits):
+def log_probs(y_pred: TensorLike, from_logits: bool) -> TensorLike:
     """`log p` from logits (`log_softmax`) or from probabilities, as Keras reads them.
 
     Probabilities are normalised and clipped to [1e-7, 1 - 1e-7] before the log, as
@@ -95,7 +99,7 @@ def log_probs(y_pred, from_logits):
     return ops.log(ops.clip(probs, epsilon, 1.0 - epsilon))
 
 
-def check_same_shape(a, b, name_a, name_b):
+def check_same_shape(a: TensorLike, b: TensorLike, name_a: str, name_b: str) -> None:
     shape_a, shape_b = tuple(a.shape), tuple(b.shape)
     if len(shape_a) != len(shape_b) or any(
         x is not None and y is not None and x != y for x, y in zip(shape_a, shape_b)
@@ -117,14 +121,23 @@ class CheckedLoss(keras.losses.Loss):
     sync (NumPy inputs, eager tensors), shapes always.
     """
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(
+        self,
+        y_true: TensorLike,
+        y_pred: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+    ) -> TensorLike:
         _validation.check_numeric_labels(y_true)
         if hasattr(y_pred, "shape"):
             _validation.check_sample_weight(sample_weight, y_pred)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
 
-def check_teacher_logits(teacher_logits, output="softmax", name="teacher_logits"):
+def check_teacher_logits(
+    teacher_logits: TensorLike,
+    output: str = "softmax",
+    name: str = "teacher_logits",
+) -> TensorLike:
     """Returns `teacher_logits`, or raises when they are probabilities, not logits.
 
     Eager values (NumPy, eager tensors): a `ValueError` saying what was found. Inside

@@ -1,5 +1,10 @@
 """Decoupled knowledge distillation (DKD): target and non-target parts of Hinton's KL."""
 
+from __future__ import annotations
+
+from typing import Any
+from typing import Optional
+
 import keras
 from keras import ops
 
@@ -11,17 +16,18 @@ from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._distillation import _maybe_standardize
 from keras_kd.losses._term import DistillationTerm
 from keras_kd.losses._term import check_weight
+from keras_kd._types import TensorLike
 
 
 def decoupled_distillation_loss(
-    labels,
-    teacher_logits,
-    student_logits,
+    labels: TensorLike,
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
     temperature: float = 4.0,
     alpha: float = 1.0,
     beta: float = 8.0,
     standardize: bool = False,
-):
+) -> TensorLike:
     """DKD: `alpha * T^2 * KL(b_t || b_s) + beta * T^2 * KL(p_hat_t || p_hat_s)` per example.
 
     With `p = softmax(z / T)` and `y` the label, `b = [p_y, 1 - p_y]` is the binary
@@ -153,14 +159,20 @@ class DecoupledDistillationLoss(DistillationTerm):
         standardize: bool = False,
         reduction: str = "sum_over_batch_size",
         name: str = "decoupled_distillation_loss",
-        dtype=None,
-    ):
+        dtype: Any = None,
+    ) -> None:
         super().__init__(temperature=temperature, reduction=reduction, name=name, dtype=dtype)
         self.alpha = check_weight(alpha, "alpha")
         self.beta = check_weight(beta, "beta")
         self.standardize = _validation.check_bool(standardize, "standardize")
 
-    def compute(self, teacher_logits, student_logits, temperature, labels=None):
+    def compute(
+        self,
+        teacher_logits: TensorLike,
+        student_logits: TensorLike,
+        temperature: TensorLike,
+        labels: Optional[TensorLike] = None,
+    ) -> TensorLike:
         return decoupled_distillation_loss(
             labels,
             teacher_logits,
@@ -171,7 +183,7 @@ class DecoupledDistillationLoss(DistillationTerm):
             standardize=self.standardize,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "alpha": self.alpha,

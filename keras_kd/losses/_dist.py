@@ -1,5 +1,10 @@
 """DIST: distillation from a stronger teacher by Pearson correlation of tempered softmaxes."""
 
+from __future__ import annotations
+
+from typing import Any
+from typing import Optional
+
 import keras
 from keras import ops
 
@@ -8,19 +13,20 @@ from keras_kd.losses._core import check_same_shape
 from keras_kd.losses._term import DistillationTerm
 from keras_kd.losses._term import check_weight
 from keras_kd.losses._term import split_term_targets
+from keras_kd._types import TensorLike
 
 # The authors' epsilon in the cosine of the mean-centred vectors.
 _PEARSON_EPSILON = 1e-8
 
 
 def dist_loss(
-    teacher_logits,
-    student_logits,
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
     temperature: float = 1.0,
     beta: float = 1.0,
     gamma: float = 1.0,
-    sample_weight=None,
-):
+    sample_weight: Optional[TensorLike] = None,
+) -> TensorLike:
     """DIST: `beta T^2 (1 - mean_i rho(Y_s[i,:], Y_t[i,:])) + gamma T^2 (1 - rho_j)`, a scalar.
 
     With `Y = softmax(z / T)` row by row and `rho` the Pearson correlation (the cosine
@@ -147,8 +153,8 @@ class DISTLoss(DistillationTerm):
         gamma: float = 1.0,
         reduction: str = "sum_over_batch_size",
         name: str = "dist_loss",
-        dtype=None,
-    ):
+        dtype: Any = None,
+    ) -> None:
         if reduction != "sum_over_batch_size":
             raise ValueError(
                 f"DISTLoss is a batch-level loss with its own reduction; `reduction` must "
@@ -158,7 +164,12 @@ class DISTLoss(DistillationTerm):
         self.beta = check_weight(beta, "beta")
         self.gamma = check_weight(gamma, "gamma")
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(
+        self,
+        y_true: TensorLike,
+        y_pred: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+    ) -> TensorLike:
         # Overridden because `sample_weight` enters the intra-class correlation itself.
         _, teacher_logits = split_term_targets(y_true, self)
         temperature = self._temperature_in_use
@@ -174,8 +185,14 @@ class DISTLoss(DistillationTerm):
         )
         return loss / float(_replica_count())
 
-    def compute(self, teacher_logits, student_logits, temperature, labels=None):
+    def compute(
+        self,
+        teacher_logits: TensorLike,
+        student_logits: TensorLike,
+        temperature: TensorLike,
+        labels: Optional[TensorLike] = None,
+    ) -> TensorLike:
         raise NotImplementedError("DISTLoss is batch-level: call it, or use `dist_loss`.")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta": self.beta, "gamma": self.gamma}

@@ -1,7 +1,12 @@
 """Hinton's soft-target loss, ensembles of teachers, and logit matching."""
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any
+from typing import Optional
+from typing import Sequence
 
 import keras
 from keras import ops
@@ -18,9 +23,10 @@ from keras_kd.losses._divergences import check_divergence
 from keras_kd.losses._divergences import divergence_from_logits
 
 from keras_kd.losses._term import DistillationTerm
+from keras_kd._types import TensorLike
 
 
-def standardize_logits(logits):
+def standardize_logits(logits: TensorLike) -> TensorLike:
     """Logit standardization, `(z - mean_k z) / (1e-7 + std_k z)` per example, float32.
 
     The standard deviation is the unbiased one (divisor K - 1), as in the authors'
@@ -58,14 +64,14 @@ def standardize_logits(logits):
 
 
 def distillation_loss(
-    teacher_logits,
-    student_logits,
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
     temperature: float = 4.0,
     output: str = "softmax",
     standardize: bool = False,
     divergence: str = "kl",
     beta: float = 0.5,
-):
+) -> TensorLike:
     """Hinton's soft-target loss, `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
     The `T^2` factor keeps the soft term's gradient, which scales as `1 / T^2`,
@@ -125,7 +131,11 @@ def _maybe_standardize(teacher_logits, student_logits, standardize):
     return standardize_logits(teacher_logits), standardize_logits(student_logits)
 
 
-def ensemble_logits(teacher_logits_list, temperature, output="softmax"):
+def ensemble_logits(
+    teacher_logits_list: Sequence[TensorLike],
+    temperature: float,
+    output: str = "softmax",
+) -> TensorLike:
     """Logits whose tempered softmax is the mean of an ensemble's tempered softmaxes.
 
     `T * log( (1/M) sum_m softmax(z_m / T) )`, computed with `logsumexp`. Feeding the
@@ -155,7 +165,11 @@ def ensemble_logits(teacher_logits_list, temperature, output="softmax"):
     return temperature * mean_log_probs
 
 
-def logit_matching_loss(teacher_logits, student_logits, output="softmax"):
+def logit_matching_loss(
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
+    output: str = "softmax",
+) -> TensorLike:
     """Squared error between zero-meaned logits (Ba & Caruana 2014).
 
     `L = 0.5 * mean_k ((s_k - mean(s)) - (t_k - mean(t)))^2`. The 1/2 makes it the
@@ -225,22 +239,28 @@ class DistillationLoss(DistillationTerm):
 
     def __init__(
         self,
-        temperature=4.0,
-        reduction="sum_over_batch_size",
-        name="distillation_loss",
-        dtype=None,
-        standardize=False,
-        output="softmax",
-        divergence="kl",
-        beta=0.5,
-    ):
+        temperature: float = 4.0,
+        reduction: str = "sum_over_batch_size",
+        name: str = "distillation_loss",
+        dtype: Any = None,
+        standardize: bool = False,
+        output: str = "softmax",
+        divergence: str = "kl",
+        beta: float = 0.5,
+    ) -> None:
         super().__init__(temperature=temperature, name=name, reduction=reduction, dtype=dtype)
         self.standardize = _validation.check_bool(standardize, "standardize")
         self.output = _binary.check_output(output)
         self.divergence = check_divergence(divergence)
         self.beta = check_beta(beta)
 
-    def compute(self, teacher_logits, student_logits, temperature, labels=None):
+    def compute(
+        self,
+        teacher_logits: TensorLike,
+        student_logits: TensorLike,
+        temperature: TensorLike,
+        labels: Optional[TensorLike] = None,
+    ) -> TensorLike:
         return distillation_loss(
             teacher_logits,
             student_logits,
@@ -251,7 +271,7 @@ class DistillationLoss(DistillationTerm):
             beta=self.beta,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "standardize": self.standardize,
@@ -276,17 +296,17 @@ class LogitMatchingLoss(CheckedLoss):
 
     def __init__(
         self,
-        reduction="sum_over_batch_size",
-        name="logit_matching_loss",
-        dtype=None,
-        output="softmax",
-    ):
+        reduction: str = "sum_over_batch_size",
+        name: str = "logit_matching_loss",
+        dtype: Any = None,
+        output: str = "softmax",
+    ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.output = _binary.check_output(output)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> TensorLike:
         y_true = check_teacher_logits(y_true, self.output, name="y_true")
         return logit_matching_loss(y_true, y_pred, self.output)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "output": self.output}

@@ -14,6 +14,8 @@ References:
         ICLR 2024.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 
@@ -22,11 +24,15 @@ from keras import ops
 from keras_kd import _validation
 from keras_kd.losses._core import kl_divergence_from_log_probs
 from keras_kd.losses._core import tempered_log_softmax
+from keras_kd._types import TensorLike
 
 DIVERGENCES = ("kl", "reverse_kl", "jsd")
 
 
-def reverse_kl_divergence_from_log_probs(teacher_log_probs, student_log_probs):
+def reverse_kl_divergence_from_log_probs(
+    teacher_log_probs: TensorLike,
+    student_log_probs: TensorLike,
+) -> TensorLike:
     """Reverse KL, `KL(p_s || p_t) = sum_k p_s,k (log p_s,k - log p_t,k)` (MiniLLM).
 
     Mode-seeking: the student is penalised for mass where the teacher has little, not
@@ -46,7 +52,11 @@ def reverse_kl_divergence_from_log_probs(teacher_log_probs, student_log_probs):
     return kl_divergence_from_log_probs(student_log_probs, teacher_log_probs)
 
 
-def generalized_jsd_from_log_probs(teacher_log_probs, student_log_probs, beta=0.5):
+def generalized_jsd_from_log_probs(
+    teacher_log_probs: TensorLike,
+    student_log_probs: TensorLike,
+    beta: float = 0.5,
+) -> TensorLike:
     """Generalized Jensen-Shannon divergence `beta KL(p_t || m) + (1 - beta) KL(p_s || m)`.
 
     `m = beta p_t + (1 - beta) p_s`, taken in log space as
@@ -83,7 +93,12 @@ def generalized_jsd_from_log_probs(teacher_log_probs, student_log_probs, beta=0.
     ) * kl_divergence_from_log_probs(student_log_probs, mixture_log_probs)
 
 
-def divergence_from_log_probs(teacher_log_probs, student_log_probs, divergence="kl", beta=0.5):
+def divergence_from_log_probs(
+    teacher_log_probs: TensorLike,
+    student_log_probs: TensorLike,
+    divergence: str = "kl",
+    beta: float = 0.5,
+) -> TensorLike:
     """The divergence named `divergence` ("kl", "reverse_kl" or "jsd") between p_t and p_s.
 
     Args:
@@ -106,8 +121,12 @@ def divergence_from_log_probs(teacher_log_probs, student_log_probs, divergence="
 
 
 def divergence_from_logits(
-    teacher_logits, student_logits, temperature=1.0, divergence="kl", beta=0.5
-):
+    teacher_logits: TensorLike,
+    student_logits: TensorLike,
+    temperature: float = 1.0,
+    divergence: str = "kl",
+    beta: float = 0.5,
+) -> TensorLike:
     """The divergence between `softmax(t / T)` and `softmax(s / T)`, lean in memory.
 
     The same value as `divergence_from_log_probs` of the tempered log-softmaxes, but
@@ -159,11 +178,11 @@ def _kl_from_logits(target_logits, logits):
     )
 
 
-def check_divergence(divergence):
+def check_divergence(divergence: str) -> str:
     return _validation.check_choice(divergence, "divergence", DIVERGENCES)
 
 
-def check_beta(beta):
+def check_beta(beta: float) -> float:
     # Open interval: at beta = 0 or 1 the mixture equals one side and the JSD is 0.
     return _validation.check_in_range(
         beta, "beta", 0.0, 1.0, low_inclusive=False, high_inclusive=False

@@ -1,7 +1,10 @@
 """Label smoothing and teacher-free KD with a virtual teacher (Yuan et al. 2020)."""
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any
 
 import keras
 from keras import ops
@@ -17,9 +20,16 @@ from keras_kd.losses._core import log_probs
 from keras_kd.losses._core import tempered_log_softmax
 from keras_kd.losses._core import weighted_log_probs
 from keras_kd.losses._distillation import distillation_loss
+from keras_kd._types import TensorLike
 
 
-def label_smoothing_loss(y_true, y_pred, smoothing=0.1, from_logits=True, output="softmax"):
+def label_smoothing_loss(
+    y_true: TensorLike,
+    y_pred: TensorLike,
+    smoothing: float = 0.1,
+    from_logits: bool = True,
+    output: str = "softmax",
+) -> TensorLike:
     """Cross-entropy against smoothed targets (Szegedy et al. 2016; Müller et al. 2019).
 
     `L = (1 - eps) * H(q, p) + eps * H(u, p) = H((1 - eps) q + eps / K, p)` with `u`
@@ -53,7 +63,11 @@ def label_smoothing_loss(y_true, y_pred, smoothing=0.1, from_logits=True, output
     return -ops.sum(weighted_log_probs(smoothed, log_probs(y_pred, from_logits)), axis=-1)
 
 
-def virtual_teacher_probs(y_true, y_pred, correct_prob):
+def virtual_teacher_probs(
+    y_true: TensorLike,
+    y_pred: TensorLike,
+    correct_prob: float,
+) -> TensorLike:
     """Tf-KD_reg's virtual teacher: `a` on the true class, `(1 - a) / (K - 1)` elsewhere.
 
     Args:
@@ -72,14 +86,14 @@ def virtual_teacher_probs(y_true, y_pred, correct_prob):
 
 
 def virtual_teacher_loss(
-    y_true,
-    y_pred,
-    correct_prob=0.9,
-    temperature=20.0,
-    alpha=0.5,
-    mode="paper",
-    multiplier=1.0,
-):
+    y_true: TensorLike,
+    y_pred: TensorLike,
+    correct_prob: float = 0.9,
+    temperature: float = 20.0,
+    alpha: float = 0.5,
+    mode: str = "paper",
+    multiplier: float = 1.0,
+) -> TensorLike:
     """Teacher-free KD with a virtual teacher, Tf-KD_reg (Yuan et al. CVPR 2020).
 
     With `p_d` from `virtual_teacher_probs` and student logits `z`:
@@ -168,14 +182,14 @@ class LabelSmoothingLoss(CheckedLoss):
 
     def __init__(
         self,
-        smoothing=0.1,
+        smoothing: float = 0.1,
         *,
-        from_logits,
-        reduction="sum_over_batch_size",
-        name="label_smoothing_loss",
-        dtype=None,
-        output="softmax",
-    ):
+        from_logits: bool,
+        reduction: str = "sum_over_batch_size",
+        name: str = "label_smoothing_loss",
+        dtype: Any = None,
+        output: str = "softmax",
+    ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.smoothing = _validation.check_in_range(
             smoothing, "smoothing", 0.0, 1.0, high_inclusive=False
@@ -185,12 +199,12 @@ class LabelSmoothingLoss(CheckedLoss):
         self.from_logits = from_logits
         self.output = _binary.check_output(output)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> TensorLike:
         return label_smoothing_loss(
             y_true, y_pred, self.smoothing, self.from_logits, output=self.output
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "smoothing": self.smoothing,
@@ -229,15 +243,15 @@ class VirtualTeacherLoss(CheckedLoss):
 
     def __init__(
         self,
-        correct_prob=0.9,
-        temperature=20.0,
-        alpha=0.5,
-        mode="paper",
-        multiplier=1.0,
-        reduction="sum_over_batch_size",
-        name="virtual_teacher_loss",
-        dtype=None,
-    ):
+        correct_prob: float = 0.9,
+        temperature: float = 20.0,
+        alpha: float = 0.5,
+        mode: str = "paper",
+        multiplier: float = 1.0,
+        reduction: str = "sum_over_batch_size",
+        name: str = "virtual_teacher_loss",
+        dtype: Any = None,
+    ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.correct_prob = _validation.check_in_range(
             correct_prob, "correct_prob", 0.0, 1.0, low_inclusive=False
@@ -247,7 +261,7 @@ class VirtualTeacherLoss(CheckedLoss):
         self.mode = _validation.check_choice(mode, "mode", {"paper", "reference"})
         self.multiplier = _validation.check_in_range(multiplier, "multiplier", 0.0, math.inf)
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> TensorLike:
         return virtual_teacher_loss(
             y_true,
             y_pred,
@@ -258,7 +272,7 @@ class VirtualTeacherLoss(CheckedLoss):
             multiplier=self.multiplier,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "correct_prob": self.correct_prob,

@@ -1,11 +1,17 @@
 """`DistillationTerm`: the contract a `Distiller` term implements."""
 
+from __future__ import annotations
+
+from typing import Any
+from typing import Optional
+from typing import Union
 
 from keras_kd import _validation
 from keras_kd.losses._core import CheckedLoss
 from keras_kd.losses._core import check_teacher_logits
 # A module reference, not names: `keras_kd.targets` imports the losses package.
 from keras_kd import targets
+from keras_kd._types import TensorLike
 
 
 class DistillationTerm(CheckedLoss):
@@ -40,21 +46,31 @@ class DistillationTerm(CheckedLoss):
     needs_labels = False
 
     def __init__(
-        self, temperature: float, reduction: str = "sum_over_batch_size", name=None, dtype=None
-    ):
+        self,
+        temperature: float,
+        reduction: str = "sum_over_batch_size",
+        name: Optional[str] = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _validation.check_temperature(temperature)
         # Set only for the duration of `distill`: the Distiller's (scheduled) temperature.
         self._temperature_in_use = None
         self._in_distiller = False
 
-    def compute(self, teacher_logits, student_logits, temperature, labels=None):
+    def compute(
+        self,
+        teacher_logits: TensorLike,
+        student_logits: TensorLike,
+        temperature: TensorLike,
+        labels: Optional[TensorLike] = None,
+    ) -> TensorLike:
         raise NotImplementedError(
             f"{type(self).__name__} must implement compute(teacher_logits, "
             "student_logits, temperature, labels=None), the per-example loss."
         )
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: TensorLike, y_pred: TensorLike) -> TensorLike:
         labels, teacher_logits = split_term_targets(y_true, self)
         if not self._in_distiller:
             # Standalone (`student.fit(x, teacher.predict(x))`): the targets may be a
@@ -69,8 +85,13 @@ class DistillationTerm(CheckedLoss):
         return self.compute(teacher_logits, y_pred, temperature, labels)
 
     def distill(
-        self, labels, teacher_logits, student_logits, sample_weight=None, temperature=None
-    ):
+        self,
+        labels: Optional[TensorLike],
+        teacher_logits: TensorLike,
+        student_logits: TensorLike,
+        sample_weight: Optional[TensorLike] = None,
+        temperature: Optional[TensorLike] = None,
+    ) -> TensorLike:
         """The reduced loss at `temperature` (default: the term's own); what the Distiller calls."""
         y_true = term_targets(self, labels, teacher_logits)
         self._temperature_in_use = temperature
@@ -81,16 +102,20 @@ class DistillationTerm(CheckedLoss):
             self._temperature_in_use = None
             self._in_distiller = False
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "temperature": self.temperature}
 
 
-def check_weight(value, name):
+def check_weight(value: float, name: str) -> float:
     """Returns `value` as a float after checking it is finite and >= 0 (a term's weight)."""
     return _validation.check_in_range(value, name, 0.0, float("inf"), high_inclusive=False)
 
 
-def term_targets(term, labels, teacher_logits):
+def term_targets(
+    term: DistillationTerm,
+    labels: Optional[TensorLike],
+    teacher_logits: TensorLike,
+) -> Union[TensorLike, dict[str, TensorLike]]:
     """What a term receives as `y_true`: the teacher's logits, with the labels if it needs them."""
     if not getattr(term, "needs_labels", False):
         return teacher_logits
@@ -102,7 +127,10 @@ def term_targets(term, labels, teacher_logits):
     return {targets.LABELS: labels, targets.TEACHER_LOGITS: teacher_logits}
 
 
-def split_term_targets(y_true, term):
+def split_term_targets(
+    y_true: TensorLike,
+    term: DistillationTerm,
+) -> tuple[Optional[TensorLike], TensorLike]:
     """(labels or None, teacher logits) from a term's `y_true`."""
     if isinstance(y_true, dict):
         missing = [key for key in (targets.LABELS, targets.TEACHER_LOGITS) if key not in y_true]
