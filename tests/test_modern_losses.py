@@ -9,24 +9,14 @@ central finite differences of the same float64 references.
 import keras
 import numpy as np
 import pytest
+from _numpy_reference import log_softmax as np_log_softmax
+from _numpy_reference import softmax as np_softmax
 import tensorflow as tf
 
 import keras_kd
 from keras_kd import losses
 
 # --- NumPy transcriptions, float64 ------------------------------------------------
-
-
-def np_softmax(z):
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def np_log_softmax(z):
-    z = np.asarray(z, np.float64)
-    shifted = z - z.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def np_kl_div(log_input, target):
