@@ -18,7 +18,7 @@ from keras_kd import _validation
 # Keras' reductions to a scalar ("none" would leave a per-token tensor to train on).
 _SCALAR_REDUCTIONS = ("sum_over_batch_size", "mean_with_sample_weight", "mean", "sum")
 # What Keras wraps a loss function or a name in (`LossFunctionWrapper`'s default).
-_KERAS_DEFAULT_REDUCTION = "sum_over_batch_size"
+KERAS_DEFAULT_REDUCTION = "sum_over_batch_size"
 
 
 def check_reduction(reduction):
@@ -40,7 +40,7 @@ def soft_reduction(reduction, hard_loss):
     hard_reduction = getattr(hard_loss, "reduction", None)
     if isinstance(hard_loss, keras.losses.Loss) and hard_reduction in _SCALAR_REDUCTIONS:
         return hard_reduction
-    return _KERAS_DEFAULT_REDUCTION
+    return KERAS_DEFAULT_REDUCTION
 
 
 def dense_teacher_logits(teacher_logits, student_logits, divergence):

@@ -237,6 +237,7 @@ class Distiller(keras.Model):
             )
         alpha = _validation.check_in_range(alpha, "alpha", 0.0, 1.0)
         output = _check_terms_output(output, entries)
+        _check_terms_reduction(reduction, entries)
         if output_names:
             _check_multi_output(teachers, student, output_names, feature_pairs)
         else:
@@ -1027,3 +1028,21 @@ def _fixed_at_construction(name, value):
         f"`Distiller.{name}` is fixed at construction, got an assignment of {value!r}. "
         f"Build a new Distiller with {name}={value!r} (its student keeps its weights)."
     )
+
+
+def _check_terms_reduction(reduction, entries):
+    """Raises when a given term carries its own reduction, which the Distiller would override.
+
+    Every term is reduced as `reduction` says (None: as the compiled hard loss), so a
+    term built with another reduction would silently lose it: say where to set it.
+    """
+    for _, term, _, _ in entries:
+        own = getattr(term, "reduction", _sequence.KERAS_DEFAULT_REDUCTION)
+        if own != _sequence.KERAS_DEFAULT_REDUCTION and own != reduction:
+            raise ValueError(
+                f"The distillation term {term.name!r} has reduction={own!r}, but the "
+                f"Distiller reduces every term itself (reduction={reduction!r}: "
+                f"{'as the compiled hard loss' if reduction is None else 'as given'}). "
+                f"Pass reduction={own!r} to the Distiller instead, and leave the term's "
+                "default."
+            )

@@ -222,3 +222,13 @@ def test_reliability_diagrams_of_token_logits_honour_the_padding_mask(tmp_path):
     callback = keras_kd.ECECallback((x, labels, mask), from_logits=True, diagram_dir=tmp_path)
     model.fit(x, labels, sample_weight=mask, epochs=1, verbose=0, callbacks=[callback])
     assert [path.name for path in tmp_path.iterdir()] == ["reliability_final.png"]
+
+
+def test_a_term_with_its_own_reduction_is_refused_not_overridden():
+    # The Distiller reduces every term itself; a term's own "sum" would be lost silently.
+    teacher, student = _token_model(0, 8), _token_model(1, 4)
+    term = keras_kd.DistillationLoss(TEMPERATURE, reduction="sum")
+    with pytest.raises(ValueError, match=r"has reduction='sum'.*Pass reduction='sum'"):
+        Distiller(teacher, student, distillation_loss=term)
+    distiller = Distiller(teacher, student, distillation_loss=term, reduction="sum")
+    assert distiller.reduction == "sum"
