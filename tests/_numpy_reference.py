@@ -58,6 +58,27 @@ def distillation_loss(teacher_logits, student_logits, temperature):
     )
 
 
+def divergence_loss(teacher_logits, student_logits, temperature, divergence, beta=0.5):
+    """T^2 D(p_t, p_s) per example from plain float64 probabilities.
+
+    "kl": KL(p_t || p_s) (Hinton); "reverse_kl": KL(p_s || p_t) (MiniLLM); "jsd":
+    beta KL(p_t || m) + (1 - beta) KL(p_s || m), m = beta p_t + (1 - beta) p_s (GKD).
+    """
+    p_t, p_s = softmax(teacher_logits, temperature), softmax(student_logits, temperature)
+    with np.errstate(divide="ignore"):
+        log_p_t, log_p_s = np.log(p_t), np.log(p_s)
+        if divergence == "kl":
+            value = kl_divergence(log_p_t, log_p_s)
+        elif divergence == "reverse_kl":
+            value = kl_divergence(log_p_s, log_p_t)
+        else:
+            log_m = np.log(beta * p_t + (1 - beta) * p_s)
+            value = beta * kl_divergence(log_p_t, log_m) + (1 - beta) * kl_divergence(
+                log_p_s, log_m
+            )
+    return temperature**2 * value
+
+
 def distillation_gradient(teacher_logits, student_logits, temperature):
     """d distillation_loss / d student logits = T (softmax(s / T) - softmax(t / T)), per example."""
     return temperature * (

@@ -211,7 +211,8 @@ def test_reliability_diagrams_of_token_logits_honour_the_padding_mask(tmp_path):
     real_only_ece = keras_kd.expected_calibration_error(
         logits.reshape(-1, classes)[real], labels.reshape(-1)[real], from_logits=True
     )
-    assert masked_ece == pytest.approx(real_only_ece, abs=1e-12)
+    # The same float32 numbers summed over arrays of other lengths: equal to rounding.
+    assert masked_ece == pytest.approx(real_only_ece, rel=1e-6, abs=1e-9)
     figure = keras_kd.reliability_diagram(logits, labels, from_logits=True, sample_weight=mask)
     assert f"ECE = {real_only_ece:.4f}" in figure.axes[0].get_title()
     # The callback draws the same diagram from the validation data it streams.

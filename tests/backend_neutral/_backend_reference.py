@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _numpy_reference import cross_entropy  # noqa: E402
 from _numpy_reference import distillation_gradient as kd_gradient  # noqa: E402,F401
 from _numpy_reference import distillation_loss as kd_loss  # noqa: E402
+from _numpy_reference import divergence_loss  # noqa: E402,F401
 from _numpy_reference import ensemble_logits  # noqa: E402,F401
 from _numpy_reference import label_smoothing  # noqa: E402,F401
 from _numpy_reference import log_softmax  # noqa: E402

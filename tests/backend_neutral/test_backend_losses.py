@@ -95,6 +95,14 @@ LOSSES = {
         lambda t, y, s: losses.dist_loss(t, s, TEMPERATURE, beta=1.0, gamma=2.0),
         lambda t, y, s: ref.dist_loss(t, s, TEMPERATURE, 1.0, 2.0),
     ),
+    "distillation_loss_reverse_kl": (
+        lambda t, y, s: losses.distillation_loss(t, s, TEMPERATURE, divergence="reverse_kl"),
+        lambda t, y, s: ref.divergence_loss(t, s, TEMPERATURE, "reverse_kl"),
+    ),
+    "distillation_loss_jsd": (
+        lambda t, y, s: losses.distillation_loss(t, s, TEMPERATURE, divergence="jsd", beta=0.3),
+        lambda t, y, s: ref.divergence_loss(t, s, TEMPERATURE, "jsd", 0.3),
+    ),
     "distillation_loss_standardized": (
         lambda t, y, s: losses.distillation_loss(t, s, TEMPERATURE, standardize=True),
         lambda t, y, s: ref.kd_loss(ref.standardize(t), ref.standardize(s), TEMPERATURE),
@@ -126,6 +134,36 @@ def test_distillation_gradient_is_t_times_the_softmax_difference(arrays):
     )
     expected = ref.kd_gradient(teacher, student, TEMPERATURE)
     np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "jsd"])
+def test_divergence_gradients_for_both_logits_match_numpy_with_a_masked_class(divergence, arrays):
+    """The written-out gradients (`ops.custom_gradient`), teacher side included.
+
+    Class 0 is masked with `-inf` in both logits, as a padded vocabulary entry is: the
+    value and both gradients stay finite, and the masked class gets gradient 0.
+    """
+    teacher = arrays["teacher_logits"].astype(np.float32).copy()
+    student = arrays["student_logits"].astype(np.float32).copy()
+    teacher[:, 0] = student[:, 0] = -np.inf
+
+    def keras_kd_loss(t, s):
+        return losses.distillation_loss(t, s, TEMPERATURE, divergence=divergence, beta=0.3)
+
+    def numpy_loss(t, s):
+        return ref.divergence_loss(t, s, TEMPERATURE, divergence, 0.3)
+
+    value = ops.convert_to_numpy(keras_kd_loss(teacher, student))
+    np.testing.assert_allclose(value, numpy_loss(teacher, student), rtol=5e-5, atol=5e-6)
+    student_gradient = backend_gradient(lambda s: ops.sum(keras_kd_loss(teacher, s)), student)
+    teacher_gradient = backend_gradient(lambda t: ops.sum(keras_kd_loss(t, student)), teacher)
+    for gradient, expected in (
+        (student_gradient, numeric_gradient(lambda s: np.sum(numpy_loss(teacher, s)), student)),
+        (teacher_gradient, numeric_gradient(lambda t: np.sum(numpy_loss(t, student)), teacher)),
+    ):
+        assert np.all(np.isfinite(gradient))
+        np.testing.assert_array_equal(gradient[:, 0], 0.0)
+        np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_extreme_and_float16_logits_give_finite_float32_values_and_gradients(arrays):
