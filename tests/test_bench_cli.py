@@ -149,3 +149,33 @@ def test_quick_terms_run_reports_a_finite_positive_ratio_for_every_term(tmp_path
             assert all(math.isfinite(r) and r > 0 for r in section[kind].values())
     # The term contenders stay out of the existing figures.
     assert not any("dkd" in name for name in run["seconds"])
+
+
+def test_the_cached_floor_trains_the_distillers_objective():
+    """`student_fit_kd`, the floor of cached distillation, must do the Distiller's work:
+    from the same initial weights, one epoch of each on the same cached logits gives
+    the same student."""
+    import keras
+    import numpy as np
+
+    import keras_kd
+
+    args = _parse("bench", "--quick", "--samples", "256")
+    bench._resolve(args)
+    x, y = _bench_common.synthetic_arrays(args.samples, bench._input_shape(args), args.classes)
+    teacher = bench._teacher(args)
+    cached = keras_kd.cache_teacher_logits(teacher, (x, y), batch_size=args.batch_size, verbose=0)
+    compile_args = {
+        "optimizer": "sgd",
+        "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    }
+    floor = bench._student_with_kd(args, compile_args)
+    distiller = keras_kd.Distiller(
+        teacher, bench._student(args), temperature=args.temperature, alpha=args.alpha
+    )
+    distiller.compile(**compile_args)
+    for model in (floor, distiller):
+        model.fit(cached, epochs=1, verbose=0)
+    for trained, expected in zip(distiller.student.get_weights(), floor.get_weights()):
+        np.testing.assert_allclose(trained, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(floor.get_weights()[0], bench._student(args).get_weights()[0])
