@@ -5,7 +5,7 @@
 
 A token-level teacher (an embedding and a dense layer to K logits) is cached with
 `cache_teacher_logits(top_k=k, dtype="float16", path=...)`; the script prints the
-files' size per position against the formula `k x (2 + 4) + 4`, and the process's
+files' size per position against the formula `k x (2 + 4) + 16`, and the process's
 anonymous resident memory (`RssAnon`, Linux: what the process itself holds; the
 memory-mapped cache pages are file-backed and reclaimable, so not counted) before
 caching, after caching, and after reading every batch of the cache twice. Run it
@@ -63,7 +63,7 @@ def main(argv=None):
     positions = examples * sequence
     print(f"{positions} positions, K = {classes}, k = {top_k}, float16")
     print(f"cache on disk: {size / 2**20:.1f} MiB = {size / positions:.2f} bytes per position "
-          f"(formula k x 6 + 4 = {top_k * 6 + 4}; dense float16 would be "
+          f"(formula k x 6 + 16 = {top_k * 6 + 16}; dense float16 would be "
           f"{positions * classes * 2 / 2**30:.2f} GiB)")
     print(f"RssAnon MiB: before {before:.0f}, after caching {after_caching:.0f}, "
           f"after reading the cache twice {after_reading:.0f}")

@@ -1,24 +1,28 @@
 """The top-k teacher cache: per position, the teacher's k largest logits, their
-class indices and one tail logit, memory-mapped from disk.
+class indices and the tail's tempered log-mass at four temperatures, memory-mapped
+from disk.
 
 A language model's dense logits do not fit: 1M tokens of a 256k vocabulary are 954
-GiB in float32. Keeping the k largest per position costs `k x (value bytes + 4) + 4`
-bytes (float16 values, int32 indices, a float32 tail logit: 604 bytes at k = 100)
-and, with a `path`, lives in flat files read through `np.memmap`, batch by batch, so
-the process's memory does not grow with the cache.
+GiB in float32. Keeping the k largest per position costs `k x (value bytes + 4) + 16`
+bytes (float16 values, int32 indices, four float32 tail log-masses: 400 bytes at k
+= 64) and, with a `path`, lives in flat files read through `np.memmap`, batch by
+batch, so the process's memory does not grow with the cache.
 
 The Distiller trains on the top k plus an even tail (`keras_kd._sequence.
 dense_teacher_logits`): the k logits as they are, and the other K - k classes at one
-"tail logit" that carries the tail's exact probability mass at T = 1. Chosen over
+"tail logit" that carries the tail's tempered mass `sum_tail exp(z_i / T)` at the
+training temperature T, exact at the stored T = 1, 2, 4, 8 (`L(1 / T) = log
+sum_tail exp(z_i / T)`, interpolated between them in 1 / T). Chosen over
 renormalizing the top k because an LM's tail holds much of the mass (measured on a
-small trained GPT-2: 23-62 % outside the top 128-8 at T = 1), which renormalizing
-moves onto the top k: the per-token loss was off by 79-248 % at T = 1, against
-1.3-15 % with the even tail (docs/guides/language-models.md; at T > 1 an even tail
-overstates the tempered tail: 12-38 %). With k = K it is exactly the dense target.
+small trained GPT-2: 38-62 % outside the top 32-8 at T = 1, 84-98 % at T = 2-4),
+which renormalizing moves onto the top k; and over one tail logit for T = 1, the
+format-2 cache, whose even tail overstates the tail's mass at T > 1: the per-token
+loss error at k = 32 goes from 17 % to 2.4 % at T = 2, from 23 % to 13 % at T = 4
+(docs/guides/language-models.md, which also gives the gradient's error: at T > 1
+the tail's lost shape dominates it). With k = K it is exactly the dense target.
 """
 
 import json
-import math
 import os
 import shutil
 
@@ -26,14 +30,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_kd import _sequence
 from keras_kd import _teacher
 from keras_kd import _validation
 from keras_kd.targets import LABELS
 from keras_kd.targets import TEACHER_TOPK_INDICES
 from keras_kd.targets import TEACHER_TOPK_LOGITS
-from keras_kd.targets import TEACHER_TOPK_TAIL_LOGIT
+from keras_kd.targets import TEACHER_TOPK_TAIL_LOG_MASS
+from keras_kd.targets import TEACHER_TOPK_TAIL_TEMPERATURES
 
-_FORMAT = "keras_kd.teacher_topk/2"
+_FORMAT = "keras_kd.teacher_topk/3"
 _VALUES_FILE, _INDICES_FILE, _TAIL_FILE = "values.bin", "indices.bin", "tail.bin"
 _INDEX_FILE = "batches.npz"
 _METADATA_FILE = "metadata.json"
@@ -49,12 +55,12 @@ _METADATA_FIELDS = (
 
 
 class _TopKCache:
-    """Top-k values, indices and tail logits of all positions, batch ends and hashes."""
+    """Top-k values, indices and tail log-masses of all positions, batch ends and hashes."""
 
-    def __init__(self, values, indices, tail_logits, batch_ends, input_fingerprints):
+    def __init__(self, values, indices, tail_log_masses, batch_ends, input_fingerprints):
         self.values = values
         self.indices = indices
-        self.tail_logits = tail_logits
+        self.tail_log_masses = tail_log_masses
         self.batch_ends = batch_ends
         self.input_fingerprints = input_fingerprints
 
@@ -96,11 +102,12 @@ def cache_teacher_topk(teachers, dataset, top_k, path, dtype, check_inputs, verb
 
 
 def _topk_forward(teacher, top_k):
-    """Batch inputs -> the teacher's (top-k logits, int32 indices, tail logit) in NumPy.
+    """Batch inputs -> the teacher's (top-k logits, int32 indices, tail log-masses) in NumPy.
 
-    Computed on the device, so only k + 1 numbers per position come back. The tail
-    logit is `log((Z - sum_top exp z_i) / (K - k))` with `Z = sum_j exp z_j`, from
-    log-masses (`-inf` when k = K: no tail).
+    Computed on the device, so only k + G numbers per position come back. The tail
+    log-masses are `log sum_tail exp(z_i / T_j)` at the G temperatures of
+    `TEACHER_TOPK_TAIL_TEMPERATURES` (`_sequence.top_k_tail_log_masses`; `-inf` when
+    k = K: no tail).
     """
 
     def forward(x):
@@ -111,13 +118,8 @@ def _topk_forward(teacher, top_k):
                 f"top_k <= {logits.shape[-1]} (top_k equal to it keeps every logit)."
             )
         values, indices = keras.ops.top_k(logits, top_k, sorted=True)
-        log_partition = keras.ops.logsumexp(logits, axis=-1)
-        top_mass = keras.ops.exp(keras.ops.logsumexp(values, axis=-1) - log_partition)
-        num_tail = logits.shape[-1] - top_k
-        # log1p(-1) = -inf: no tail when k = K or the top k hold all the float32 mass.
-        tail_log_mass = keras.ops.log1p(-keras.ops.minimum(top_mass, 1.0))
-        tail_logit = log_partition + tail_log_mass - math.log(max(num_tail, 1))
-        return values, keras.ops.cast(indices, "int32"), tail_logit
+        indices = keras.ops.cast(indices, "int32")
+        return values, indices, _sequence.top_k_tail_log_masses(logits, indices)
 
     if keras.backend.backend() == "tensorflow":
         compiled = tf.function(forward, reduce_retracing=True)
@@ -140,8 +142,10 @@ def _run_teacher(teacher, dataset, top_k, dtype, path, metadata, verbose):
     batch_ends, fingerprints = [0], []
     try:
         for step, (element, fingerprint, _) in enumerate(teacher_cache._fingerprinted(dataset)):
-            values, indices, tail_logits = forward(teacher_cache._unpack(element)[0])
-            writer.append(teacher_cache._to_storage_dtype(values, dtype), indices, tail_logits)
+            values, indices, tail_log_masses = forward(teacher_cache._unpack(element)[0])
+            writer.append(
+                teacher_cache._to_storage_dtype(values, dtype), indices, tail_log_masses
+            )
             batch_ends.append(batch_ends[-1] + values.shape[0])
             fingerprints.append(int(fingerprint))
             progress.update(step + 1)
@@ -161,7 +165,7 @@ class _Writer:
 
     def __init__(self, path):
         self.path = path
-        self.values, self.indices, self.tail_logits = [], [], []
+        self.values, self.indices, self.tail_log_masses = [], [], []
         self.row_shape = None
         if path is not None:
             if os.path.isfile(path):
@@ -175,23 +179,23 @@ class _Writer:
             self.index_file = open(os.path.join(self.partial, _INDICES_FILE), "wb")
             self.tail_file = open(os.path.join(self.partial, _TAIL_FILE), "wb")
 
-    def append(self, values, indices, tail_logits):
+    def append(self, values, indices, tail_log_masses):
         self.row_shape = values.shape[1:]
         if self.path is None:
             self.values.append(values)
             self.indices.append(indices)
-            self.tail_logits.append(tail_logits)
+            self.tail_log_masses.append(tail_log_masses)
         else:
             self.value_file.write(np.ascontiguousarray(values).tobytes())
             self.index_file.write(np.ascontiguousarray(indices, np.int32).tobytes())
-            self.tail_file.write(np.ascontiguousarray(tail_logits, np.float32).tobytes())
+            self.tail_file.write(np.ascontiguousarray(tail_log_masses, np.float32).tobytes())
 
     def finish(self, batch_ends, fingerprints, metadata, dtype):
         if self.path is None:
             return _TopKCache(
                 np.concatenate(self.values),
                 np.concatenate(self.indices),
-                np.concatenate(self.tail_logits).astype(np.float32),
+                np.concatenate(self.tail_log_masses).astype(np.float32),
                 batch_ends,
                 fingerprints,
             )
@@ -219,9 +223,25 @@ class _Writer:
 
 def _load(path, expected):
     """The cache at `path`, its values and indices memory-mapped (read on demand)."""
+    from keras_kd import teacher_cache  # imported here, as in cache_teacher_topk
+
+    def not_a_cache(error):
+        return ValueError(
+            f"`path`={path!r} exists but is not a keras_kd top-k teacher cache ({error}). "
+            "Delete it or name another path."
+        )
+
     try:
         with open(os.path.join(path, _METADATA_FILE)) as file:
             metadata = json.load(file)
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{_METADATA_FILE} holds no dict")
+    except (OSError, ValueError) as error:
+        raise not_a_cache(error) from error
+    # Before mapping the files: another format's files have other sizes, which would
+    # read as "not a cache" rather than "made with another file format".
+    teacher_cache._check_metadata(path, metadata, expected, _METADATA_FIELDS)
+    try:
         with np.load(os.path.join(path, _INDEX_FILE)) as index:
             batch_ends, fingerprints = index["batch_ends"], index["input_fingerprints"]
         shape = (metadata["rows"], *metadata["row_shape"])
@@ -231,23 +251,20 @@ def _load(path, expected):
         indices = np.memmap(
             os.path.join(path, _INDICES_FILE), dtype=np.int32, mode="r", shape=shape
         )
-        tail_logits = np.memmap(
-            os.path.join(path, _TAIL_FILE), dtype=np.float32, mode="r", shape=shape[:-1]
+        tail_log_masses = np.memmap(
+            os.path.join(path, _TAIL_FILE),
+            dtype=np.float32,
+            mode="r",
+            shape=(*shape[:-1], len(TEACHER_TOPK_TAIL_TEMPERATURES)),
         )
     except (OSError, KeyError, ValueError, TypeError) as error:
-        raise ValueError(
-            f"`path`={path!r} exists but is not a keras_kd top-k teacher cache ({error}). "
-            "Delete it or name another path."
-        ) from error
-    from keras_kd import teacher_cache  # imported here, as in cache_teacher_topk
-
-    teacher_cache._check_metadata(path, metadata, expected, _METADATA_FIELDS)
-    return _TopKCache(values, indices, tail_logits, batch_ends, fingerprints)
+        raise not_a_cache(error) from error
+    return _TopKCache(values, indices, tail_log_masses, batch_ends, fingerprints)
 
 
 def _attach(dataset, cache, check_inputs):
     """`(x, {"labels", "teacher_topk_logits", "teacher_topk_indices",
-    "teacher_topk_tail_logit"}[, w])` per batch.
+    "teacher_topk_tail_log_mass"}[, w])` per batch.
 
     Each batch's slice is read from the (memory-mapped) arrays when tf.data asks for
     it, so only the batches in flight are in memory. Past the cached batches comes an
@@ -258,6 +275,7 @@ def _attach(dataset, cache, check_inputs):
     num_batches = cache.num_batches
     row_shape = cache.values.shape[1:]
     value_dtype = tf.as_dtype(cache.values.dtype)
+    tail_shape = (*row_shape[:-1], len(TEACHER_TOPK_TAIL_TEMPERATURES))
 
     def read(index):
         index = int(index)
@@ -266,13 +284,13 @@ def _attach(dataset, cache, check_inputs):
             return (
                 np.zeros(empty, cache.values.dtype),
                 np.zeros(empty, np.int32),
-                np.zeros(empty[:-1], np.float32),
+                np.zeros((0, *tail_shape), np.float32),
             )
         start, end = cache.batch_ends[index], cache.batch_ends[index + 1]
         return (
             np.asarray(cache.values[start:end]),
             np.asarray(cache.indices[start:end]),
-            np.asarray(cache.tail_logits[start:end]),
+            np.asarray(cache.tail_log_masses[start:end]),
         )
 
     stored = tf.data.Dataset.from_tensor_slices(
@@ -286,12 +304,12 @@ def _attach(dataset, cache, check_inputs):
     def attach(element, stored_batch):
         x, y, sample_weight = teacher_cache._unpack(element)
         fingerprint, index = stored_batch
-        values, indices, tail_logits = tf.numpy_function(
+        values, indices, tail_log_masses = tf.numpy_function(
             read, [index], (value_dtype, tf.int32, tf.float32), stateful=False
         )
         values.set_shape((None, *row_shape))
         indices.set_shape((None, *row_shape))
-        tail_logits.set_shape((None, *row_shape[:-1]))
+        tail_log_masses.set_shape((None, *tail_shape))
         if check_inputs:
             same_inputs = tf.raw_ops.Assert(
                 condition=tf.equal(teacher_cache._full_fingerprint(x), fingerprint),
@@ -308,7 +326,7 @@ def _attach(dataset, cache, check_inputs):
         targets = {
             TEACHER_TOPK_LOGITS: values,
             TEACHER_TOPK_INDICES: indices,
-            TEACHER_TOPK_TAIL_LOGIT: tail_logits,
+            TEACHER_TOPK_TAIL_LOG_MASS: tail_log_masses,
         }
         if y is not None:
             targets[LABELS] = y

@@ -531,7 +531,7 @@ class Distiller(keras.Model):
         """
         if not self._output_names:
             teacher_logits = _sequence.dense_teacher_logits(
-                teacher_logits, student_logits, self._divergence
+                teacher_logits, student_logits, self._divergence, self._temperature_variable.value
             )
         teacher_outputs = keras.tree.flatten(teacher_logits)
         student_outputs = keras.tree.flatten(student_logits)

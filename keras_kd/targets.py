@@ -8,7 +8,7 @@ in neither. `y` is either plain labels, or a dict
 
     {"labels": labels, "teacher_topk_logits": (batch, ..., k),
      "teacher_topk_indices": (batch, ..., k),
-     "teacher_topk_tail_logit": (batch, ...)}                     # a top-k cache
+     "teacher_topk_tail_log_mass": (batch, ..., 4)}               # a top-k cache
 
 where "labels" may be absent for soft-targets-only training (alpha = 1).
 """
@@ -32,11 +32,13 @@ TEACHER_LOGITS: Final = "teacher_logits"
 # Distiller's own temperature by `split_targets`.
 TEACHER_MEMBER_LOGITS: Final = "teacher_member_logits"
 # A top-k cache keeps, per position, the teacher's k largest logits, their class
-# indices and one logit for the other classes (`keras_kd._sequence`); without the
-# tail logit, the target is the renormalized top k.
+# indices and the other classes' tempered log-mass `log sum_tail exp(z_i / T)` at each
+# of TEACHER_TOPK_TAIL_TEMPERATURES (`keras_kd._sequence`); without the tail, the
+# target is the renormalized top k.
 TEACHER_TOPK_LOGITS: Final = "teacher_topk_logits"
 TEACHER_TOPK_INDICES: Final = "teacher_topk_indices"
-TEACHER_TOPK_TAIL_LOGIT: Final = "teacher_topk_tail_logit"
+TEACHER_TOPK_TAIL_LOG_MASS: Final = "teacher_topk_tail_log_mass"
+TEACHER_TOPK_TAIL_TEMPERATURES: Final = (1.0, 2.0, 4.0, 8.0)
 
 
 # Every key a cached-target dict may carry.
@@ -46,7 +48,7 @@ CACHED_TARGET_KEYS: Final = (
     TEACHER_MEMBER_LOGITS,
     TEACHER_TOPK_LOGITS,
     TEACHER_TOPK_INDICES,
-    TEACHER_TOPK_TAIL_LOGIT,
+    TEACHER_TOPK_TAIL_LOG_MASS,
 )
 
 
@@ -113,8 +115,8 @@ def split_targets(
     if isinstance(y, dict) and TEACHER_TOPK_LOGITS in y:
         # Densified against the student's logits, whose K the cache does not carry.
         topk = {"values": y[TEACHER_TOPK_LOGITS], "indices": y[TEACHER_TOPK_INDICES]}
-        if TEACHER_TOPK_TAIL_LOGIT in y:
-            topk["tail_logit"] = y[TEACHER_TOPK_TAIL_LOGIT]
+        if TEACHER_TOPK_TAIL_LOG_MASS in y:
+            topk["tail_log_mass"] = y[TEACHER_TOPK_TAIL_LOG_MASS]
         return y.get(LABELS), topk
     if isinstance(y, dict):  # {"labels": ...} alone: the teacher runs live
         return y[LABELS], None

@@ -129,15 +129,17 @@ def cache_teacher_logits(
         verbose: 0 (silent) or 1 (a progress bar over the teacher pass), default 1.
         top_k: None (default: every logit) or an int k >= 1: keep, per position, only
             the teacher's k largest logits (in `dtype`) and their int32 class indices,
-            `k x (value bytes + 4) + 4` bytes per position instead of
+            `k x (value bytes + 4) + 16` bytes per position instead of
             `K x value bytes`, as `{"teacher_topk_logits", "teacher_topk_indices",
-            "teacher_topk_tail_logit"}` in `y`. `path` then
+            "teacher_topk_tail_log_mass"}` in `y`. `path` then
             names a directory whose arrays are memory-mapped, so memory does not grow
-            with the cache. Also stored: one float32 "tail logit" per position (4
-            bytes), with which the Distiller trains on the top k plus an even tail
-            carrying the tail's exact mass at T = 1 (exactly the dense target when
-            k = K); one teacher only. See docs/guides/language-models.md for the
-            approximation and its measured error.
+            with the cache. Also stored: the tail's tempered log-mass `log sum_tail
+            exp(z_i / T)` at T = 1, 2, 4, 8 (four float32, 16 bytes), with which the
+            Distiller trains on the top k plus an even tail carrying the tail's
+            tempered mass at its temperature (exact at those four, interpolated
+            between; exactly the dense target when k = K); one teacher only. See
+            docs/guides/language-models.md for the approximation and its measured
+            error.
 
     Returns:
         A `tf.data.Dataset` of `(x, targets)` or `(x, targets, sample_weight)`.

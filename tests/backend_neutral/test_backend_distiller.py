@@ -192,3 +192,59 @@ def test_scheduled_temperature_and_alpha_take_effect_at_the_next_step(arrays):
         )
     assert (distiller.temperature, distiller.alpha) == (9.0, 1.0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(distiller._temperature_variable), 9.0)
+
+
+def test_top_k_targets_follow_a_scheduled_temperature_in_graph(arrays):
+    """A top-k cache's even tail is rebuilt in the compiled step at the variable's
+    temperature (on a stored one, 2, and between, 3), as NumPy rebuilds it in float64."""
+    from keras_kd.schedules import DistillationSchedule
+    from keras_kd.targets import TEACHER_TOPK_INDICES
+    from keras_kd.targets import TEACHER_TOPK_LOGITS
+    from keras_kd.targets import TEACHER_TOPK_TAIL_LOG_MASS
+
+    x, labels = arrays["x"], arrays["labels"]
+    teacher_logits = ref.mlp(ref.teacher_weights(arrays), x)[1]
+    top_k, num_tail = 2, ref.NUM_CLASSES - 2
+    order = np.argsort(-teacher_logits, axis=-1)[:, :top_k]
+    in_top = np.zeros(teacher_logits.shape, bool)
+    np.put_along_axis(in_top, order, True, -1)
+
+    def tail_log_mass(temperature):  # log sum_tail exp(z / T)
+        tail = np.where(in_top, -np.inf, teacher_logits / temperature)
+        return np.log(np.exp(tail).sum(-1))
+
+    cached = {
+        LABELS: labels,
+        TEACHER_TOPK_LOGITS: np.take_along_axis(teacher_logits, order, -1).astype("float32"),
+        TEACHER_TOPK_INDICES: order.astype("int32"),
+        TEACHER_TOPK_TAIL_LOG_MASS: np.stack(
+            [tail_log_mass(t) for t in (1.0, 2.0, 4.0, 8.0)], -1
+        ).astype("float32"),
+    }
+    # At T = 3, between the stored 2 and 4: L(1/3) on the chord between L(1/4) and L(1/2).
+    weight = (1 / 3 - 1 / 4) / (1 / 2 - 1 / 4)
+    tail_at = {
+        2.0: tail_log_mass(2.0),
+        3.0: (1 - weight) * tail_log_mass(4.0) + weight * tail_log_mass(2.0),
+    }
+    teacher, student = build_models(arrays)
+    distiller = compiled_distiller(teacher, student)
+    temperatures, outputs = [2.0, 3.0], []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            outputs.append(keras.ops.convert_to_numpy(self.model.student(x, training=False)))
+
+    history = distiller.fit(
+        x, cached, batch_size=len(x), epochs=2, shuffle=False, verbose=0,
+        callbacks=[DistillationSchedule(temperature=lambda epoch: temperatures[epoch]), Record()],
+    )
+    for epoch, student_logits in enumerate(outputs):
+        temperature = temperatures[epoch]
+        even = np.where(
+            in_top, teacher_logits, temperature * (tail_at[temperature] - np.log(num_tail))[:, None]
+        )
+        expected = np.mean(ref.kd_loss(even, student_logits, temperature))
+        np.testing.assert_allclose(
+            history.history["distillation_loss"][epoch], expected, rtol=1e-5
+        )
