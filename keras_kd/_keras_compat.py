@@ -218,3 +218,47 @@ def output_layers(model):
     public map from an output to its layer.
     """
     return [output._keras_history.operation for output in model.outputs]
+
+
+# ===========================================================================
+# Multi-worker training (keras_kd._multi_worker)
+# ===========================================================================
+
+
+@contextlib.contextmanager
+def multi_worker_symbolic_build(model, strategy):
+    """Lets `fit`/`evaluate` build `model` from a first batch split across workers.
+
+    keras-team/keras#20585: the TensorFlow trainer's `_maybe_symbolic_build(iterator=...)`
+    reads the first distributed batch and averages the whole `(x, y, ...)` nest with one
+    `strategy.reduce("MEAN", batch, axis=None)`, which `MultiWorkerMirroredStrategy`
+    rejects ("Attempt to convert a value (PerReplica...) ... to a Tensor"). The build only
+    needs the batch's shapes and dtypes: this instance attribute, in place for the call
+    (it shadows the method; Keras 3.12 to 3.15 call it once per `fit`/`evaluate` with
+    `iterator=` and from `train_on_batch` with `data_batch=`), hands the original this
+    worker's first replica's part of the batch instead: the shapes Keras' element-wise
+    mean has under `MirroredStrategy`, with no collective.
+    """
+    import keras
+
+    if "_maybe_symbolic_build" in model.__dict__:  # nested: `fit` runs `evaluate`
+        yield
+        return
+    original = model._maybe_symbolic_build
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None and data_batch is None:
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(
+                    lambda value: strategy.experimental_local_results(value)[0],
+                    next(batches),
+                )
+                break
+        return original(data_batch=data_batch)
+
+    object.__setattr__(model, "_maybe_symbolic_build", maybe_symbolic_build)
+    try:
+        yield
+    finally:
+        if model.__dict__.get("_maybe_symbolic_build") is maybe_symbolic_build:
+            object.__delattr__(model, "_maybe_symbolic_build")

@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_kd import _fit_checks
 from keras_kd import _keras_compat
+from keras_kd import _multi_worker
 from keras_kd import _sequence
 from keras_kd import _teacher
 from keras_kd import _validation
@@ -297,7 +298,9 @@ class Distiller(keras.Model):
         x = args[0] if args else kwargs.get("x")
         _sequence.check_preprocessed(x, [self.student, *self.teachers])
         _fit_checks.check_fit_call(self, args, kwargs)
-        return super().fit(*args, **kwargs)
+        # Under a multi-worker MultiWorkerMirroredStrategy, what Keras cannot run there
+        # is done by keras_kd (keras-team/keras#20585; see `_multi_worker`).
+        return _multi_worker.call(self, super().fit, args, kwargs)
 
     def _hyperparameter(self, name, value):
         return self.add_weight(
@@ -647,6 +650,25 @@ class Distiller(keras.Model):
             self.optimizer.apply_gradients(zip(gradients, trainable_weights))
             return self.compute_metrics(x, labels, student_logits, sample_weight=sample_weight)
 
+        def make_train_function(self, force: bool = False) -> Any:
+            # Keras' own fails under several MultiWorkerMirroredStrategy workers
+            # (keras-team/keras#20585); see `_multi_worker`. Elsewhere it is Keras'.
+            if _multi_worker.multi_worker_strategy(self) is None or (
+                self.train_function is not None and not force
+            ):
+                return super().make_train_function(force)
+            self.train_function = _multi_worker.step_function(self, self.train_step)
+            return self.train_function
+
+        def make_test_function(self, force: bool = False) -> Any:
+            # As `make_train_function`.
+            if _multi_worker.multi_worker_strategy(self) is None or (
+                self.test_function is not None and not force
+            ):
+                return super().make_test_function(force)
+            self.test_function = _multi_worker.step_function(self, self.test_step)
+            return self.test_function
+
     def test_step(self, *args: Any, **kwargs: Any) -> Any:
         # JAX's test_step returns (logs, state); the other backends return logs.
         result = super().test_step(*args, **kwargs)
@@ -662,7 +684,7 @@ class Distiller(keras.Model):
         # metrics such as ECE. So the training-only trackers leave both while evaluating.
         self._evaluating = True
         try:
-            return super().evaluate(*args, **kwargs)
+            return _multi_worker.call(self, super().evaluate, args, kwargs)
         finally:
             self._evaluating = False
 

@@ -4,26 +4,24 @@ Each run is a subprocess executing this file as a script (the `__main__` block a
 end), because a process's distribution setup (`TF_CONFIG`, the number of XLA host
 devices) is fixed before TensorFlow or JAX starts.
 
-- Two `MultiWorkerMirroredStrategy` workers on 127.0.0.1 train a `Distiller` with an
-  `ExpectedCalibrationError` metric on the same global batches as one process with no
-  strategy; the student weights and every logged number (the ECE included, whose
-  sufficient statistics are summed across workers) agree within float tolerance.
-- Fault recovery: with `BackupAndRestore` on a directory both workers share (the chief
-  writes it, every worker restores from it), worker 1 is killed (SIGKILL) after an
-  epoch's backup, the cluster restarted as a cluster manager would (TensorFlow's
-  surviving worker fails once its collective times out, or is stopped, and restarts
-  too), and the run resumes at the next epoch and finishes with the weights of the
-  uninterrupted run.
-
-Keras 3 (3.15.1 here) cannot run `fit` under `MultiWorkerMirroredStrategy` for any
-model (keras-team/keras#20585): its TensorFlow trainer reduces the first `(x, y)` batch
-with one `strategy.reduce` over the whole nest, and the per-step logs with
-`reduce("MEAN", axis=0)` on scalars, both of which the multi-worker strategy rejects.
-The workers therefore run the loop `fit` runs (`strategy.run(distiller.train_step)`
-per batch, metrics read in cross-replica context, `BackupAndRestore`'s hooks at epoch
-ends), and the single-process run checks that this loop equals `fit`.
+- Two `MultiWorkerMirroredStrategy` workers on 127.0.0.1 each call plain
+  `Distiller.fit` (with validation data) and `evaluate` on the same global batches as
+  one process with no strategy; the student weights, every logged number of every
+  epoch and every batch, and `evaluate`'s results agree within float tolerance, the
+  `ExpectedCalibrationError` included (its sufficient statistics are summed across
+  workers).
+- Fault recovery through `fit` with a plain `keras.callbacks.BackupAndRestore` on a
+  directory both workers share (the Distiller lets only the chief write it; every
+  worker restores from it): worker 1 is killed (SIGKILL) after epoch 0's backup, the
+  cluster restarted as a cluster manager would (TensorFlow's surviving worker would
+  fail once its next collective times out; it is stopped at once), and `fit` resumes
+  at epoch 1 and finishes with the weights and logs of the uninterrupted run.
 - JAX: `keras.distribution.DataParallel` over 2 virtual CPU devices
   (`XLA_FLAGS=--xla_force_host_platform_device_count=2`) equals one device.
+
+Keras 3 alone cannot run `fit` or `evaluate` under `MultiWorkerMirroredStrategy` on
+several workers, for any model (keras-team/keras#20585); `keras_kd/_multi_worker.py`
+says what the Distiller does instead.
 
 Every subprocess has a hard timeout and only binds ports on 127.0.0.1.
 """
@@ -64,7 +62,7 @@ def _data(num_examples=NUM_EXAMPLES, seed=0):
     return x, labels
 
 
-def _worker_main(output_dir, backup_dir, kill_marker):
+def _worker_main(output_dir, backup_dir, pause_marker):
     if os.environ.get("KERAS_BACKEND") == "jax":
         return _jax_main(output_dir)
     import tensorflow as tf
@@ -97,49 +95,40 @@ def _worker_main(output_dir, backup_dir, kill_marker):
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train = train.with_options(options)
 
-    # Keras 3.15's `fit` fails under MultiWorkerMirroredStrategy for every model (see
-    # the module docstring); the public `train_step`, run by `strategy.run` as `fit`
-    # runs it, is what a multi-worker job executes, and `BackupAndRestore` is driven
-    # through its public callback hooks as `fit` drives it.
-    backup = None
-    if backup_dir:
-        backup = keras.callbacks.BackupAndRestore(backup_dir)
-        backup.set_model(distiller)
-        distiller.build((None, NUM_FEATURES))
-        backup.on_train_begin()  # restores the weights and the optimizer, if backed up
-    steps_per_epoch = NUM_EXAMPLES // GLOBAL_BATCH
-    iterations = keras.ops.convert_to_numpy(distiller.optimizer.iterations)
-    initial_epoch = int(iterations) // steps_per_epoch
-    distributed = strategy.experimental_distribute_dataset(train)
-    logs = {}
-    for epoch in range(initial_epoch, EPOCHS):
-        distiller.reset_metrics()
-        for batch in distributed:
-            strategy.run(distiller.train_step, args=(batch,))
-        # Metric results are read in cross-replica context: summed over all replicas.
-        for key, value in distiller.get_metrics_result().items():
-            logs.setdefault(key, []).append(float(value))
-        if backup is not None and task == 0:
-            backup.on_epoch_end(epoch)  # the chief writes, every worker restores
-        if kill_marker and task == 1:
-            with open(kill_marker, "w") as file:
+    batch_logs = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batch_logs.append({key: float(value) for key, value in logs.items()})
+
+    class PauseAfterFirstEpoch(keras.callbacks.Callback):
+        """Listed after `BackupAndRestore`: the chief's epoch-0 backup is written."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            with open(f"{pause_marker}.{task}", "w") as file:
                 file.write(str(epoch))
-            time.sleep(60.0)  # the test kills this worker here
+            time.sleep(60.0)  # the test kills the workers here
+
+    callbacks = [Record()]
+    if backup_dir:
+        # The plain Keras callback: keras_kd lets only the chief write the backup.
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(backup_dir))
+    if pause_marker:
+        callbacks.append(PauseAfterFirstEpoch())
+    # The fault-recovery runs skip validation and `evaluate` (the other runs cover them).
+    validation = None if backup_dir else train
+    history = distiller.fit(
+        train, epochs=EPOCHS, validation_data=validation, callbacks=callbacks, verbose=0
+    )
+    evaluation = {} if backup_dir else distiller.evaluate(train, verbose=0, return_dict=True)
     result = {
         "task": task,
-        "initial_epoch": initial_epoch,
-        "logs": logs,
+        "epochs": history.epoch,
+        "logs": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "batch_logs": batch_logs,
+        "evaluate": {key: float(value) for key, value in evaluation.items()},
         "student": [w.tolist() for w in distiller.student.get_weights()],
     }
-    if "TF_CONFIG" not in os.environ:
-        # The same distiller trained by `fit`: the loop above is what `fit` does.
-        with strategy.scope():
-            by_fit = _distiller(keras, keras_kd, ExpectedCalibrationError)
-        history = by_fit.fit(train, epochs=EPOCHS, verbose=0)
-        result["fit"] = {
-            "logs": {key: [float(v) for v in values] for key, values in history.history.items()},
-            "student": [w.tolist() for w in by_fit.student.get_weights()],
-        }
     with open(os.path.join(output_dir, f"task{task}-{_RESULT}"), "w") as file:
         json.dump(result, file)
 
@@ -204,7 +193,7 @@ def _free_ports(count):
     return ports
 
 
-def _start(output_dir, task=None, ports=None, backup_dir="", kill_marker="", env=None):
+def _start(output_dir, task=None, ports=None, backup_dir="", pause_marker="", env=None):
     environment = {
         **os.environ,
         "KERAS_BACKEND": "tensorflow",
@@ -225,7 +214,7 @@ def _start(output_dir, task=None, ports=None, backup_dir="", kill_marker="", env
         )
     log = open(os.path.join(output_dir, f"task{task or 0}.log"), "ab")
     return subprocess.Popen(
-        [sys.executable, __file__, output_dir, backup_dir, kill_marker],
+        [sys.executable, __file__, output_dir, backup_dir, pause_marker],
         env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -283,28 +272,46 @@ def single_process(tmp_path_factory):
     return _result(output_dir)
 
 
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """Both workers' results of the same `fit` and `evaluate` calls."""
+    output_dir = str(tmp_path_factory.mktemp("two_workers"))
+    ports = _free_ports(2)
+    workers = [_start(output_dir, task, ports) for task in range(2)]
+    assert _wait(workers, output_dir) == [0, 0], _logs(output_dir)
+    return [_result(output_dir, task) for task in range(2)]
+
+
 # ---------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------
 
 
-def test_the_training_loop_of_the_workers_equals_fit(single_process):
-    _assert_same_training(single_process["fit"], single_process)
-
-
-def test_two_workers_train_like_one_process(tmp_path, single_process):
-    output_dir = str(tmp_path)
-    ports = _free_ports(2)
-    workers = [_start(output_dir, task, ports) for task in range(2)]
-    assert _wait(workers, output_dir) == [0, 0], _logs(output_dir)
-
+def test_two_workers_fit_like_one_process(single_process, two_workers):
     # The students moved, and both workers hold the one-process weights and logs,
-    # ECE included (per-worker ECE would differ: each sees half of every batch).
+    # validation and ECE included (per-worker ECE would differ: each sees half of every
+    # batch), at every epoch's end and after every batch.
     assert single_process["logs"]["ece"][0] > 0
-    moved = np.abs(np.ravel(single_process["student"][0]))
-    assert moved.max() > 0
-    for task in range(2):
-        _assert_same_training(_result(output_dir, task), single_process)
+    assert "val_ece" in single_process["logs"]
+    assert np.abs(np.ravel(single_process["student"][0])).max() > 0
+    assert len(single_process["batch_logs"]) == EPOCHS * NUM_EXAMPLES // GLOBAL_BATCH
+    for result in two_workers:
+        assert result["epochs"] == list(range(EPOCHS))
+        _assert_same_training(result, single_process)
+        assert len(result["batch_logs"]) == len(single_process["batch_logs"])
+        for got, expected in zip(result["batch_logs"], single_process["batch_logs"]):
+            assert set(got) == set(expected)
+            for key, value in expected.items():
+                np.testing.assert_allclose(got[key], value, atol=1e-5, rtol=1e-5, err_msg=key)
+
+
+def test_two_workers_evaluate_like_one_process(single_process, two_workers):
+    expected = single_process["evaluate"]
+    assert set(expected) == {"loss", "ece"} and expected["ece"] > 0
+    for result in two_workers:
+        assert set(result["evaluate"]) == set(expected)
+        for key, value in expected.items():
+            np.testing.assert_allclose(result["evaluate"][key], value, atol=1e-5, err_msg=key)
 
 
 def test_killed_worker_restarted_with_backup_and_restore_finishes_like_an_uninterrupted_run(
@@ -316,21 +323,18 @@ def test_killed_worker_restarted_with_backup_and_restore_finishes_like_an_uninte
     ports = _free_ports(2)
     workers = [_start(output_dir, task, ports, backup_dir, marker) for task in range(2)]
 
-    # Kill worker 1 once epoch 0 is backed up, while it pauses before epoch 1.
+    # Both workers pause after epoch 0, the chief having backed it up.
     deadline = time.monotonic() + _TIMEOUT_SECONDS
-    while not os.path.exists(marker):
+    while not all(os.path.exists(f"{marker}.{task}") for task in range(2)):
         if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
             _kill(workers)
             pytest.fail(f"no epoch finished before the kill: {_logs(output_dir)}")
         time.sleep(0.1)
-    workers[1].send_signal(signal.SIGKILL)
+    workers[1].send_signal(signal.SIGKILL)  # the fault
     workers[1].wait(timeout=30)
-    # The survivor fails once its collective times out; a cluster manager restarts
-    # every worker that stopped. Stopping it here bounds the test either way.
-    try:
-        workers[0].wait(timeout=45)
-    except subprocess.TimeoutExpired:
-        _kill(workers[:1])
+    # The survivor would fail once its next collective times out; a cluster manager
+    # restarts every worker. Stopping it now saves the wait.
+    _kill(workers[:1])
     assert not os.path.exists(os.path.join(output_dir, f"task0-{_RESULT}"))  # unfinished
 
     ports = _free_ports(2)
@@ -338,12 +342,15 @@ def test_killed_worker_restarted_with_backup_and_restore_finishes_like_an_uninte
     assert _wait(restarted, output_dir) == [0, 0], _logs(output_dir)
     for task in range(2):
         result = _result(output_dir, task)
-        assert result["initial_epoch"] == 1  # resumed after the backed-up epoch 0
+        assert result["epochs"] == list(range(1, EPOCHS))  # resumed after epoch 0
         for got, expected in zip(result["student"], single_process["student"]):
             np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
-        for key, values in single_process["logs"].items():
+        assert set(result["logs"]) == {k for k in single_process["logs"] if "val_" not in k}
+        for key, values in result["logs"].items():
             # The resumed run logs epochs 1 and 2.
-            np.testing.assert_allclose(result["logs"][key], values[1:], atol=1e-5, err_msg=key)
+            expected = single_process["logs"][key][1:]
+            np.testing.assert_allclose(values, expected, atol=1e-5, err_msg=key)
+    assert not os.path.exists(backup_dir)  # the chief deleted the finished run's backup
 
 
 def test_jax_data_parallel_on_two_devices_equals_one_device(tmp_path):
