@@ -16,10 +16,16 @@ Keras 3 (3.12 to 3.15 at least) cannot run `fit` or `evaluate` there for any mod
    the per-batch logs are the global ones too, an `ExpectedCalibrationError` included,
    and equal one process's on the same global batches.
 
-And Keras' `BackupAndRestore` writes its backup from every worker, all into the same
-files of the directory the workers share; keras_kd lets only the chief
-(`strategy.extended.should_checkpoint`) write and delete it, while every worker restores
-from it. Without several workers none of this applies: `fit` and `evaluate` are Keras'.
+And Keras' file-writing callbacks write from every worker, all into the same files
+when the workers share a path: two processes writing one `.keras` zip or one CSV can
+leave a torn file. keras_kd lets only the chief (`strategy.extended.should_checkpoint`)
+write: `BackupAndRestore` writes and deletes its backup on the chief alone while every
+worker restores from it, and `ModelCheckpoint`, `CSVLogger` and `TensorBoard` run on the
+chief alone (as `tf.keras` 2 did, which sent the other workers' copies to a temporary
+directory and deleted them). Their files hold nothing a worker could add: every log is
+the global batch's, every weight mirrored. A `CallbackList` passed in is the caller's,
+taken as Keras takes it. Without several workers none of this applies: `fit` and
+`evaluate` are Keras'.
 """
 
 import inspect
@@ -53,7 +59,7 @@ def call(model, method, args, kwargs):
     bound = inspect.signature(method).bind(*args, **kwargs)
     callbacks = bound.arguments.get("callbacks")
     if callbacks is not None and not strategy.extended.should_checkpoint:
-        bound.arguments["callbacks"] = _restoring_only(callbacks)
+        bound.arguments["callbacks"] = _without_writes(callbacks)
     with _keras_compat.multi_worker_symbolic_build(model, strategy):
         return method(*bound.args, **bound.kwargs)
 
@@ -133,12 +139,22 @@ class _RestoreOnly(keras.callbacks.Callback):
         self.backup.on_train_begin(logs)
 
 
-def _restoring_only(callbacks):
+# Callbacks whose only effect is writing files the chief writes too.
+_CHIEF_ONLY_WRITERS = (
+    keras.callbacks.ModelCheckpoint,
+    keras.callbacks.CSVLogger,
+    keras.callbacks.TensorBoard,
+)
+
+
+def _without_writes(callbacks):
+    """A non-chief worker's `callbacks`: `BackupAndRestore` restore-only, writers left out."""
     if isinstance(callbacks, keras.callbacks.CallbackList):
         return callbacks  # configured by the caller, as Keras takes it
-    return [
-        _RestoreOnly(callback)
-        if isinstance(callback, keras.callbacks.BackupAndRestore)
-        else callback
-        for callback in callbacks
-    ]
+    kept = []
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            kept.append(_RestoreOnly(callback))
+        elif not isinstance(callback, _CHIEF_ONLY_WRITERS):
+            kept.append(callback)
+    return kept

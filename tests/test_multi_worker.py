@@ -10,6 +10,9 @@ devices) is fixed before TensorFlow or JAX starts.
   epoch and every batch, and `evaluate`'s results agree within float tolerance, the
   `ExpectedCalibrationError` included (its sufficient statistics are summed across
   workers).
+- Only the chief writes `ModelCheckpoint`'s and `CSVLogger`'s files (each worker is
+  given its own paths, so a write by the other would show), and the chief's CSV holds
+  the global logs.
 - Fault recovery through `fit` with a plain `keras.callbacks.BackupAndRestore` on a
   directory both workers share (the Distiller lets only the chief write it; every
   worker restores from it): worker 1 is killed (SIGKILL) after epoch 0's backup, the
@@ -110,6 +113,14 @@ def _worker_main(output_dir, backup_dir, pause_marker):
             time.sleep(60.0)  # the test kills the workers here
 
     callbacks = [Record()]
+    if not backup_dir:
+        # A path per task, to see which worker wrote: under the Distiller only the chief.
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(output_dir, f"task{task}.weights.h5"), save_weights_only=True
+            ),
+            keras.callbacks.CSVLogger(os.path.join(output_dir, f"task{task}.csv")),
+        ]
     if backup_dir:
         # The plain Keras callback: keras_kd lets only the chief write the backup.
         callbacks.insert(0, keras.callbacks.BackupAndRestore(backup_dir))
@@ -252,7 +263,9 @@ def _logs(output_dir):
 
 def _result(output_dir, task=0):
     with open(os.path.join(output_dir, f"task{task}-{_RESULT}")) as file:
-        return json.load(file)
+        result = json.load(file)
+    result["output_dir"] = output_dir  # where its other files are
+    return result
 
 
 def _assert_same_training(result, reference, atol=1e-5):
@@ -351,6 +364,31 @@ def test_killed_worker_restarted_with_backup_and_restore_finishes_like_an_uninte
             expected = single_process["logs"][key][1:]
             np.testing.assert_allclose(values, expected, atol=1e-5, err_msg=key)
     assert not os.path.exists(backup_dir)  # the chief deleted the finished run's backup
+
+
+def _csv_logs(path):
+    with open(path) as file:
+        header, *rows = [line.strip().split(",") for line in file if line.strip()]
+    return {key: [float(row[i]) for row in rows] for i, key in enumerate(header) if key != "epoch"}
+
+
+def test_only_the_chief_writes_checkpoints_and_csv_logs_holding_the_global_logs(
+    single_process, two_workers
+):
+    single_dir, workers_dir = single_process["output_dir"], two_workers[0]["output_dir"]
+    # Each worker was given its own paths, so a write by worker 1 would show.
+    for name in ("task0.weights.h5", "task0.csv"):
+        assert os.path.getsize(os.path.join(single_dir, name)) > 0
+        assert os.path.getsize(os.path.join(workers_dir, name)) > 0
+    for name in ("task1.weights.h5", "task1.csv"):
+        assert not os.path.exists(os.path.join(workers_dir, name))
+    # The chief's CSV holds the global logs, as one process writes them and `fit` returns.
+    expected = _csv_logs(os.path.join(single_dir, "task0.csv"))
+    got = _csv_logs(os.path.join(workers_dir, "task0.csv"))
+    assert set(got) == set(expected) == set(single_process["logs"])
+    for key, values in expected.items():
+        np.testing.assert_allclose(values, single_process["logs"][key], rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(got[key], values, atol=1e-5, rtol=1e-5, err_msg=key)
 
 
 def test_jax_data_parallel_on_two_devices_equals_one_device(tmp_path):
