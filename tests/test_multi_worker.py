@@ -10,9 +10,9 @@ devices) is fixed before TensorFlow or JAX starts.
   epoch and every batch, and `evaluate`'s results agree within float tolerance, the
   `ExpectedCalibrationError` included (its sufficient statistics are summed across
   workers).
-- Only the chief writes `ModelCheckpoint`'s and `CSVLogger`'s files (each worker is
-  given its own paths, so a write by the other would show), and the chief's CSV holds
-  the global logs.
+- Only the chief writes `ModelCheckpoint`'s, `CSVLogger`'s and `TensorBoard`'s files
+  (each worker is given its own paths, so a write by the other would show), and the
+  chief's CSV holds the global logs.
 - Fault recovery through `fit` with a plain `keras.callbacks.BackupAndRestore` on a
   directory both workers share (the Distiller lets only the chief write it; every
   worker restores from it): worker 1 is killed (SIGKILL) after epoch 0's backup, the
@@ -120,6 +120,7 @@ def _worker_main(output_dir, backup_dir, pause_marker):
                 os.path.join(output_dir, f"task{task}.weights.h5"), save_weights_only=True
             ),
             keras.callbacks.CSVLogger(os.path.join(output_dir, f"task{task}.csv")),
+            keras.callbacks.TensorBoard(os.path.join(output_dir, f"task{task}_tensorboard")),
         ]
     if backup_dir:
         # The plain Keras callback: keras_kd lets only the chief write the backup.
@@ -372,7 +373,17 @@ def _csv_logs(path):
     return {key: [float(row[i]) for row in rows] for i, key in enumerate(header) if key != "epoch"}
 
 
-def test_only_the_chief_writes_checkpoints_and_csv_logs_holding_the_global_logs(
+def _event_files(log_dir):
+    """The TensorBoard event files written under `log_dir` (its train/ and validation/)."""
+    return [
+        name
+        for _, _, names in os.walk(log_dir)
+        for name in names
+        if name.startswith("events.out.tfevents")
+    ]
+
+
+def test_only_the_chief_writes_checkpoints_csv_and_tensorboard_logs(
     single_process, two_workers
 ):
     single_dir, workers_dir = single_process["output_dir"], two_workers[0]["output_dir"]
@@ -380,7 +391,9 @@ def test_only_the_chief_writes_checkpoints_and_csv_logs_holding_the_global_logs(
     for name in ("task0.weights.h5", "task0.csv"):
         assert os.path.getsize(os.path.join(single_dir, name)) > 0
         assert os.path.getsize(os.path.join(workers_dir, name)) > 0
-    for name in ("task1.weights.h5", "task1.csv"):
+    for directory in (single_dir, workers_dir):
+        assert _event_files(os.path.join(directory, "task0_tensorboard"))
+    for name in ("task1.weights.h5", "task1.csv", "task1_tensorboard"):
         assert not os.path.exists(os.path.join(workers_dir, name))
     # The chief's CSV holds the global logs, as one process writes them and `fit` returns.
     expected = _csv_logs(os.path.join(single_dir, "task0.csv"))
