@@ -151,12 +151,14 @@ def test_quick_terms_run_reports_a_finite_positive_ratio_for_every_term(tmp_path
     assert not any("dkd" in name for name in run["seconds"])
 
 
-def test_the_cached_floor_trains_the_distillers_objective():
-    """`student_fit_kd`, the floor of cached distillation, must do the Distiller's work:
-    from the same initial weights, one epoch of each on the same cached logits gives
-    the same student."""
+@pytest.mark.parametrize("teacher_logits", ["cached", "live"])
+def test_the_floors_train_the_distillers_objective(teacher_logits):
+    """`student_fit_kd` and `student_fit_live_kd`, the floors of cached and of live
+    distillation, must do the Distiller's work: from the same initial weights, one
+    epoch of each on the same data gives the same student."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     import keras_kd
 
@@ -164,18 +166,29 @@ def test_the_cached_floor_trains_the_distillers_objective():
     bench._resolve(args)
     x, y = _bench_common.synthetic_arrays(args.samples, bench._input_shape(args), args.classes)
     teacher = bench._teacher(args)
-    cached = keras_kd.cache_teacher_logits(teacher, (x, y), batch_size=args.batch_size, verbose=0)
     compile_args = {
         "optimizer": "sgd",
         "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     }
-    floor = bench._student_with_kd(args, compile_args)
+    if teacher_logits == "cached":
+        data = keras_kd.cache_teacher_logits(
+            teacher, (x, y), batch_size=args.batch_size, verbose=0
+        )
+        floor = bench._student_with_kd(args, compile_args)
+        floor_weights = floor.get_weights
+    else:
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size)
+        floor = bench._student_with_live_kd(args, compile_args, teacher)
+        floor_weights = floor.student.get_weights
+    teacher_weights = teacher.get_weights()
     distiller = keras_kd.Distiller(
         teacher, bench._student(args), temperature=args.temperature, alpha=args.alpha
     )
     distiller.compile(**compile_args)
     for model in (floor, distiller):
-        model.fit(cached, epochs=1, verbose=0)
-    for trained, expected in zip(distiller.student.get_weights(), floor.get_weights()):
+        model.fit(data, epochs=1, verbose=0)
+    for trained, expected in zip(distiller.student.get_weights(), floor_weights()):
         np.testing.assert_allclose(trained, expected, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(floor.get_weights()[0], bench._student(args).get_weights()[0])
+    assert not np.allclose(floor_weights()[0], bench._student(args).get_weights()[0])
+    for after, before in zip(teacher.get_weights(), teacher_weights):
+        np.testing.assert_array_equal(after, before)  # the teacher stays frozen

@@ -1,14 +1,19 @@
 """`keras-kd bench`: what distillation costs, against its floor and `keras.distillation`.
 
 The floor of a live distillation epoch is one student training epoch plus one
-compiled teacher forward over the same data (`student_fit + teacher_forward`): no
-distiller can do less. From cached teacher logits it is the student epoch alone. One
+compiled teacher forward over the same data (`student_fit + teacher_forward`): the
+work every distiller does, as two separate programs (one step that runs both may be
+cheaper, where XLA fuses across them, or dearer: `student_fit_live_kd` measures it).
+From cached teacher logits it is the student epoch alone. One
 process measures, on synthetic data, for an MLP or a CNN pair (a ResNet-style teacher
 and a thinner plain student on 32x32x3 images): `student.fit`, the compiled teacher
 forward, `teacher.predict`, `keras_kd.Distiller.fit` live and from
 `cache_teacher_logits` (arrays, and a `tf.data` pipeline under each `check_inputs`),
 the floor of cached distillation (`student_fit_kd`: the student's own `fit` with
-Hinton's term added to its loss, on the same cached logits),
+Hinton's term added to its loss, on the same cached logits), the least a live
+distiller does inside `fit` (`student_fit_live_kd`: a plain model tracking the student
+and the frozen teacher, whose loss adds Hinton's term on the teacher's logits of the
+same step),
 `keras.distillation.Distiller.fit` with `LogitsDistillation(temperature=T,
 loss=keras.losses.KLDivergence())` (its correct configuration) on the same models and
 data, and `evaluate` of both distillers and the student. Each round times every
@@ -309,6 +314,9 @@ def _measure_all(args, teacher, arrays, jit_compile):
         "teacher_forward": lambda: _timed(forward, data),
         "teacher_predict": lambda: _timed(lambda d: teacher.predict(d, verbose=0), data),
         "keras_kd": lambda: _one_epoch(live, data),
+        "student_fit_live_kd": lambda model=_student_with_live_kd(
+            args, compile_args, teacher
+        ): _one_epoch(model, data),
         "keras_distillation": lambda: _one_epoch(reference, data),
         "keras_kd_cached": lambda model=distiller(): _one_epoch(model, cached),
         "student_fit_kd": lambda model=_student_with_kd(args, compile_args): _one_epoch(
@@ -483,6 +491,8 @@ def _ratios(seconds):
         f"keras_kd / ({_FLOOR})": seconds["keras_kd"] / floor,
         "keras_kd / keras_distillation": seconds["keras_kd"] / seconds["keras_distillation"],
         f"keras_distillation / ({_FLOOR})": seconds["keras_distillation"] / floor,
+        "keras_kd / student_fit_live_kd": seconds["keras_kd"] / seconds["student_fit_live_kd"],
+        f"student_fit_live_kd / ({_FLOOR})": seconds["student_fit_live_kd"] / floor,
         "keras_kd / (student_fit + teacher_predict)": seconds["keras_kd"]
         / (student + seconds["teacher_predict"]),
         "teacher_predict / teacher_forward": seconds["teacher_predict"]
@@ -654,24 +664,70 @@ def _student_with_kd(args, compile_args):
     """
     import keras
 
-    from keras_kd import losses
     from keras_kd.targets import LABELS
     from keras_kd.targets import TEACHER_LOGITS
 
-    alpha, temperature, hard_loss = args.alpha, args.temperature, compile_args["loss"]
+    objective = _kd_objective(args, compile_args)
 
     class StudentWithKD(keras.Model):
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            hard = hard_loss(y[LABELS], y_pred)
-            soft = keras.ops.mean(
-                losses.distillation_loss(y[TEACHER_LOGITS], y_pred, temperature)
-            )
-            return (1.0 - alpha) * hard + alpha * soft
+            return objective(y[LABELS], y[TEACHER_LOGITS], y_pred)
 
     student = _student(args)
     model = StudentWithKD(student.inputs, student.outputs, name="student_with_kd")
     model.compile(**compile_args)
     return model
+
+
+def _student_with_live_kd(args, compile_args, teacher):
+    """The floor of live distillation inside `fit`: the student and a frozen teacher.
+
+    A plain `keras.Model` that tracks the student and the (frozen) teacher as its
+    layers, calls the student, and adds to the compiled hard loss Hinton's term on the
+    teacher's logits computed in the same step: `_student_with_kd`'s objective, on the
+    Distiller's data. It is what one training step must do when the teacher runs in it
+    (the teacher's weights part of the step's state, as any tracked layer's are), so
+    `keras_kd / student_fit_live_kd` is what the Distiller costs beyond the work itself,
+    and `student_fit_live_kd / (student_fit + teacher_forward)` what running the
+    teacher inside the student's step costs on this backend.
+    """
+    import keras
+
+    objective = _kd_objective(args, compile_args)
+
+    class StudentWithLiveKD(keras.Model):
+        def __init__(self, student, teacher):
+            super().__init__(name="student_with_live_kd")
+            self.student = student
+            self.teacher = teacher
+            # Frozen as the Distiller freezes it: its weights are state, not trained.
+            self.teacher.trainable = False
+
+        def call(self, x, training=None):
+            return self.student(x, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            teacher_logits = keras.ops.stop_gradient(self.teacher(x, training=False))
+            return objective(y, teacher_logits, y_pred)
+
+    model = StudentWithLiveKD(_student(args), teacher)
+    model.compile(**compile_args)
+    return model
+
+
+def _kd_objective(args, compile_args):
+    """`(1 - alpha) hard + alpha mean(KD)`: the Distiller's default objective, by hand."""
+    import keras
+
+    from keras_kd import losses
+
+    alpha, temperature, hard_loss = args.alpha, args.temperature, compile_args["loss"]
+
+    def objective(labels, teacher_logits, student_logits):
+        soft = keras.ops.mean(losses.distillation_loss(teacher_logits, student_logits, temperature))
+        return (1.0 - alpha) * hard_loss(labels, student_logits) + alpha * soft
+
+    return objective
 
 
 def _resnet(image_size, widths, classes, name):
