@@ -287,7 +287,7 @@ class ReproduceConfig:
 
 
 # `--quick`: one seed, few epochs, no tuning (the defaults' values), for CI and a first
-# look (under 90 s on 2 CPU cores with the default data). Explicit flags and --set
+# look (about 2 min on 2 CPU cores with the default data). Explicit flags and --set
 # given with --quick always win.
 QUICK_OVERRIDES = {"seeds": 1, "epochs": 8, "tune": False, "bootstrap_samples": 50}
 

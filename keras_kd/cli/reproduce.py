@@ -50,7 +50,7 @@ def add_parser(subparsers):
     parser.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     parser.add_argument("--epochs", type=int, help="epochs of every fully trained model")
     parser.add_argument("--quick", action="store_true",
-                        help="one seed, few epochs, no tuning: a first look, under 90 s on 2 "
+                        help="one seed, few epochs, no tuning: a first look, about 2 min on 2 "
                         "cores; --seeds, --epochs and --set still win")
     parser.add_argument("--output", default=DEFAULT_OUTPUT,
                         help=f"output directory (default {DEFAULT_OUTPUT})")
