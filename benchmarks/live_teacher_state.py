@@ -29,9 +29,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-import keras_kd  # noqa: E402
 from keras_kd.cli import bench  # noqa: E402
 from keras_kd.cli import build_parser  # noqa: E402
 from keras_kd.cli._bench_common import synthetic_arrays  # noqa: E402
@@ -50,27 +48,15 @@ def main():
     args = build_parser().parse_args(["bench", "--workload", options.workload])
     bench._resolve(args)
     x, y = synthetic_arrays(args.samples, bench._input_shape(args), args.classes)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size)
-    data = data.cache().prefetch(tf.data.AUTOTUNE)
+    data = bench._pipeline(x, y, args.batch_size)
     hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     compile_args = {"optimizer": "adam", "loss": hard_loss, "jit_compile": True}
 
     teacher = bench._teacher(args)
     student = bench._student(args)
     student.compile(**compile_args)
-    distiller = keras_kd.Distiller(
-        teacher, bench._student(args), temperature=args.temperature, alpha=args.alpha
-    )
-    distiller.compile(**compile_args)
-    reference = keras.distillation.Distiller(
-        teacher=teacher,
-        student=bench._student(args),
-        distillation_losses=keras.distillation.LogitsDistillation(
-            temperature=args.temperature, loss=keras.losses.KLDivergence()
-        ),
-        student_loss_weight=1.0 - args.alpha,
-    )
-    reference.compile(**compile_args)
+    distiller = bench._keras_kd_distiller(args, teacher, compile_args)
+    reference = bench._keras_distillation(args, teacher, compile_args)
     forward = bench._compiled_forward(teacher, jit_compile=True)
 
     passes = {

@@ -257,40 +257,23 @@ def _measure_backend(args):
 
 def _measure_all(args, teacher, arrays, jit_compile):
     import keras
-    import tensorflow as tf
 
-    import keras_kd
     from keras_kd.teacher_cache import cache_teacher_logits
 
     label = f"{keras.backend.backend()} jit_compile={'on' if jit_compile else 'off'}"
     x, y = arrays
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
-    # In memory and prefetched, so that the input pipeline costs every method the same.
-    data = data.prefetch(tf.data.AUTOTUNE)
+    data = _pipeline(x, y, args.batch_size)
     hard_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     compile_args = {"optimizer": "adam", "loss": hard_loss, "jit_compile": jit_compile}
 
     def distiller():
-        model = keras_kd.Distiller(
-            teacher, _student(args), temperature=args.temperature, alpha=args.alpha
-        )
-        model.compile(**compile_args)
-        return model
+        return _keras_kd_distiller(args, teacher, compile_args)
 
     student = _student(args)
     student.compile(**compile_args)
     teacher.compile(loss=hard_loss, jit_compile=jit_compile)
     live = distiller()
-    reference = keras.distillation.Distiller(
-        teacher=teacher,
-        student=_student(args),
-        distillation_losses=keras.distillation.LogitsDistillation(
-            temperature=args.temperature, loss=keras.losses.KLDivergence()
-        ),
-        # keras.distillation weights the hard term; keras_kd's alpha the soft one.
-        student_loss_weight=1.0 - args.alpha,
-    )
-    reference.compile(**compile_args)
+    reference = _keras_distillation(args, teacher, compile_args)
 
     with _PeakRss() as peak:
         start = _clocks()
@@ -650,6 +633,43 @@ def _student(args):
     if args.workload == "mlp":
         return mlp(args.features, args.student_units, args.classes, "student")
     return _plain_cnn(args.image_size, args.student_units, args.classes, "student")
+
+
+def _pipeline(x, y, batch_size):
+    """The benchmark's `tf.data` input: batched, cached in memory and prefetched, so that
+    the input pipeline costs every contender the same."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache()
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def _keras_kd_distiller(args, teacher, compile_args):
+    """`keras_kd.Distiller` with its default objective (Hinton's KD), compiled."""
+    import keras_kd
+
+    model = keras_kd.Distiller(
+        teacher, _student(args), temperature=args.temperature, alpha=args.alpha
+    )
+    model.compile(**compile_args)
+    return model
+
+
+def _keras_distillation(args, teacher, compile_args):
+    """`keras.distillation.Distiller` with keras_kd's default objective, compiled."""
+    import keras
+
+    model = keras.distillation.Distiller(
+        teacher=teacher,
+        student=_student(args),
+        distillation_losses=keras.distillation.LogitsDistillation(
+            temperature=args.temperature, loss=keras.losses.KLDivergence()
+        ),
+        # keras.distillation weights the hard term; keras_kd's alpha the soft one.
+        student_loss_weight=1.0 - args.alpha,
+    )
+    model.compile(**compile_args)
+    return model
 
 
 def _student_with_kd(args, compile_args):
